@@ -1,0 +1,95 @@
+"""The trainable models by name: how to build each, its training stages, and its binarized variant."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+
+from dim_tf import data, predict
+from dim_tf.models import CNN, DIM, BinarizedInput, Denoiser, InternalModels, MadryCNN
+from dim_tf.training import objectives
+from dim_tf.training.loop import Stage
+
+# name -> (has a denoiser, shares one encoder across the internal models); None for the CNN baselines.
+DIM_FAMILY = {"dim": (True, False), "im": (False, False), "single_im": (False, True), "dn_single_im": (True, True)}
+MODELS = (*DIM_FAMILY, "cnn", "madry")
+BI_VARIANTS = {"dim": "bidim", "im": "bi_im", "single_im": "bi_single_im", "dn_single_im": "bi_dn_single_im",
+               "cnn": "bicnn"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every choice that shapes a trained model; recorded in the manifest."""
+
+    model: str = "dim"
+    dataset: str = "mnist"
+    seed: int = 0
+    batch_size: int = 128
+    epochs: int = 30
+    denoiser_epochs: int = 5
+    learning_rate: float = 1e-3
+    train_examples: int | None = None
+    denoiser_noise: float = 0.4
+    internal_noise: float = 0.2
+    own_class_weight: float = 9.0
+    noise_warmup_steps: int = 1000
+    adv_eps: float = 0.3
+    adv_steps: int = 40
+    adv_step_size: float = 0.01
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)} "
+                             "(biDIM and biCNN are inference variants of dim and cnn: no separate training)")
+
+
+def build(cfg: TrainConfig) -> keras.Model:
+    """A freshly initialised model for `cfg.model`, built on a zero batch (call inside the strategy scope)."""
+    if cfg.model in DIM_FAMILY:
+        has_denoiser, shared = DIM_FAMILY[cfg.model]
+        model = DIM(InternalModels(shared_encoder=shared), Denoiser() if has_denoiser else None)
+    elif cfg.model == "cnn":
+        model = CNN()
+    else:
+        model = MadryCNN()
+    model(keras.ops.zeros((1, *data.IMAGE_SHAPE)))
+    return model
+
+
+def bi_variant(model: keras.Model, gradient: str = "exact", temperature: float = 0.1) -> keras.Model | None:
+    """biDIM (both binarizations) for the DIM family, biCNN for the CNN, None for models without one."""
+    if isinstance(model, DIM):
+        return model.variant(True, gradient, temperature)
+    if isinstance(model, CNN):
+        return BinarizedInput(model, gradient, temperature)
+    return None
+
+
+def stages(cfg: TrainConfig, model: keras.Model, validation: data.Split) -> list[Stage]:
+    """The training stages of `model`, in order (the DIM family: denoiser first, then the internal models)."""
+    warmup = cfg.noise_warmup_steps
+
+    def val_accuracy():
+        return {"val_accuracy": predict.accuracy(model, validation.images, validation.labels)}
+
+    if cfg.model == "cnn":
+        return [Stage("classifier", model, objectives.ClassifierObjective(model), cfg.epochs, cfg.learning_rate,
+                      val_accuracy)]
+    if cfg.model == "madry":
+        objective = objectives.AdversarialObjective(model, cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size)
+        return [Stage("adversarial", model, objective, cfg.epochs, cfg.learning_rate, val_accuracy)]
+    result = []
+    if model.denoiser is not None:
+        denoiser = model.denoiser
+
+        def val_mse():
+            x = validation.images[:1000]
+            return {"val_mse": float(keras.ops.mean((denoiser(x) - x) ** 2))}
+
+        result.append(Stage("denoiser", denoiser, objectives.DenoiserObjective(denoiser, cfg.denoiser_noise, warmup),
+                            cfg.denoiser_epochs, cfg.learning_rate, val_mse))
+    objective = objectives.InternalObjective(model.internal, model.denoiser, cfg.internal_noise,
+                                             cfg.own_class_weight, warmup)
+    result.append(Stage("internal", model.internal, objective, cfg.epochs, cfg.learning_rate, val_accuracy))
+    return result

@@ -1,0 +1,109 @@
+"""Trains a model: `python -m dim_tf.train --model dim --model_dir runs/dim`.
+
+Models: dim (denoiser, then the ten internal models on its output), im, single_im, dn_single_im (ablations),
+cnn, madry (PGD adversarial training). biDIM and biCNN need no training of their own: they are inference
+variants (binarization at 0.5) of dim and cnn, and their accuracy is reported in the manifest.
+A re-run on the same --model_dir resumes from the last epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+
+from absl import app, flags
+
+from dim_tf.distribute import STRATEGIES
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Registers the command-line flags (only when run as a program)."""
+    from dim_tf import data, registry
+
+    d = registry.TrainConfig()
+    flags.DEFINE_enum("model", d.model, list(registry.MODELS),
+                      "Model to train. biDIM/biCNN are inference variants of dim/cnn (no separate training).")
+    flags.DEFINE_string("model_dir", None, "Output folder: checkpoints, TensorBoard logs, model.keras, manifest.json.")
+    flags.DEFINE_enum("dataset", d.dataset, list(data.DATASETS), "Dataset.")
+    flags.DEFINE_string("data_dir", None, f"Folder with the four LeCun IDX files (.gz or plain); else "
+                        f"${data.DATA_DIR_ENV}, else tensorflow-datasets.")
+    flags.DEFINE_integer("epochs", d.epochs, "Epochs of the main stage (internal models, or the classifier).")
+    flags.DEFINE_integer("denoiser_epochs", d.denoiser_epochs, "Epochs of the denoiser stage (models with one).")
+    flags.DEFINE_integer("batch_size", d.batch_size, "Global batch size (split over replicas).")
+    flags.DEFINE_float("learning_rate", d.learning_rate, "Adam peak learning rate (cosine decay to 0).")
+    flags.DEFINE_integer("train_examples", None, "Train on the first N training examples only (smoke runs).")
+    flags.DEFINE_integer("seed", d.seed, "Random seed (weights, shuffling, noise).")
+    flags.DEFINE_float("denoiser_noise", d.denoiser_noise, "Std of the Gaussian noise the denoiser learns to remove.")
+    flags.DEFINE_float("internal_noise", d.internal_noise, "Std of the Gaussian noise on the internal models' input.")
+    flags.DEFINE_float("own_class_weight", d.own_class_weight, "Loss weight of an internal model's own class.")
+    flags.DEFINE_integer("noise_warmup_steps", d.noise_warmup_steps,
+                         "Steps over which the training noise ramps up from 0 (per stage; avoids an all-black collapse).")
+    flags.DEFINE_float("adv_eps", d.adv_eps, "madry: L-inf radius of the PGD training attack.")
+    flags.DEFINE_integer("adv_steps", d.adv_steps, "madry: PGD steps per training batch.")
+    flags.DEFINE_float("adv_step_size", d.adv_step_size, "madry: PGD step size.")
+    flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy (multi_worker reads TF_CONFIG).")
+    flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices (for --strategy mirrored).")
+    flags.mark_flag_as_required("model_dir")
+
+
+def config_from_flags():
+    from dim_tf import registry
+
+    fields = {f.name for f in dataclasses.fields(registry.TrainConfig)}
+    return registry.TrainConfig(**{name: FLAGS[name].value for name in fields})
+
+
+def train(cfg, model_dir: str, data_dir: str | None, strategy, log=print) -> dict:
+    """Trains `cfg.model` into `model_dir` (resuming), writes model.keras and manifest.json; returns the manifest."""
+    import keras
+
+    from dim_tf import data, model_dir as md, predict, registry
+    from dim_tf.training.loop import run_stage
+
+    md.prepare(model_dir, cfg)
+    keras.utils.set_random_seed(cfg.seed)
+    dataset = data.load(cfg.dataset, data_dir)
+    train_split = dataset.train.take(cfg.train_examples)
+    log(f"{cfg.model} on {cfg.dataset} ({dataset.source}): {len(train_split)} training examples, "
+        f"{strategy.num_replicas_in_sync} replica(s)")
+    with strategy.scope():
+        model = registry.build(cfg)
+    stage_results = {}
+    for stage in registry.stages(cfg, model, dataset.validation):
+        stage_results[stage.name] = run_stage(stage, strategy, train_split, cfg.batch_size, cfg.seed, model_dir, log)
+    md.save_model(model, model_dir)
+    accuracy = {cfg.model: predict.accuracy(model, dataset.test.images, dataset.test.labels)}
+    bi = registry.bi_variant(model)
+    if bi is not None:
+        accuracy[registry.BI_VARIANTS[cfg.model]] = predict.accuracy(bi, dataset.test.images, dataset.test.labels)
+    manifest = {"model": cfg.model, "dataset": cfg.dataset, "data_source": dataset.source, "seed": cfg.seed,
+                "config": dataclasses.asdict(cfg), "model_config": model.get_config(),
+                "parameters": int(model.count_params()), "stages": stage_results,
+                "training_seconds": sum(s["seconds"] for s in stage_results.values()),
+                "test_accuracy": accuracy, "replicas": strategy.num_replicas_in_sync,
+                "versions": md.library_versions(), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    md.write_json(f"{model_dir}/{md.MANIFEST}", manifest)
+    log("test accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()))
+    return manifest
+
+
+def main(argv) -> int:
+    del argv
+    from dim_tf import distribute
+
+    distribute.split_cpu(FLAGS.cpu_devices)
+    try:
+        cfg = config_from_flags()
+        train(cfg, FLAGS.model_dir, FLAGS.data_dir, distribute.strategy_from_flag(FLAGS.strategy))
+    except ValueError as e:  # DataError, ModelDirError, bad flags: one clear line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

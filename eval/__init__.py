@@ -1,0 +1,1 @@
+"""Evaluation of trained models (installed as dim_tf.eval)."""

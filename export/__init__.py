@@ -1,0 +1,1 @@
+"""TFLite export of trained models (installed as dim_tf.export)."""

@@ -1,0 +1,36 @@
+"""dim_tf: Denoised Internal Models in Keras/TensorFlow. `pip install -e .[test]`."""
+
+from setuptools import find_packages, setup
+
+# eval/ and export/ sit at the top of the repository but install as dim_tf.eval and dim_tf.export,
+# so no generic top-level `eval` or `export` package lands in site-packages.
+SUBPACKAGES = {"dim_tf.eval": "eval", "dim_tf.export": "export"}
+
+packages = find_packages(include=["dim_tf", "dim_tf.*"])
+for name, folder in SUBPACKAGES.items():
+    packages += [name] + [f"{name}.{sub}" for sub in find_packages(where=folder)]
+
+setup(
+    name="dim_tf",
+    version="0.1.0",
+    description="Denoised Internal Models (DIM/biDIM): an adversarially robust MNIST classifier in Keras/TensorFlow",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=packages,
+    package_dir={"": ".", **SUBPACKAGES},
+    install_requires=[
+        "tensorflow>=2.16,<2.22",
+        "keras>=3.3,<3.16",
+        "numpy>=1.26,<2.5",
+        "absl-py>=1.0",
+        "tensorboard>=2.16",
+        "tensorflow-datasets>=4.9",
+        "importlib_resources",  # tensorflow-datasets 4.9.10 imports it but declares it only for old Pythons
+    ],
+    extras_require={
+        # cleverhans 4.0.0 (2021) declares stale dependencies (nose, mnist, tensorflow-probability); .ci/run and
+        # README install it with --no-deps: dim_tf uses only its tf2 attacks.
+        "test": ["pytest>=7"],
+    },
+)
