@@ -26,13 +26,15 @@ class TrainConfig:
     dataset: str = "mnist"
     seed: int = 0
     batch_size: int = 128
-    epochs: int = 30
-    denoiser_epochs: int = 5
+    epochs: int = 12
+    denoiser_epochs: int = 4
     learning_rate: float = 1e-3
     train_examples: int | None = None
     denoiser_noise: float = 0.4
-    internal_noise: float = 0.2
+    internal_noise: float = 0.1
     own_class_weight: float = 9.0
+    score_weight: float = 0.2
+    score_temperature: float = 30.0
     noise_warmup_steps: int = 1000
     adv_eps: float = 0.3
     adv_steps: int = 40
@@ -90,6 +92,6 @@ def stages(cfg: TrainConfig, model: keras.Model, validation: data.Split) -> list
         result.append(Stage("denoiser", denoiser, objectives.DenoiserObjective(denoiser, cfg.denoiser_noise, warmup),
                             cfg.denoiser_epochs, cfg.learning_rate, val_mse))
     objective = objectives.InternalObjective(model.internal, model.denoiser, cfg.internal_noise,
-                                             cfg.own_class_weight, warmup)
+                                             cfg.own_class_weight, warmup, cfg.score_weight, cfg.score_temperature)
     result.append(Stage("internal", model.internal, objective, cfg.epochs, cfg.learning_rate, val_accuracy))
     return result

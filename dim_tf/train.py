@@ -39,6 +39,9 @@ def define_flags() -> None:
     flags.DEFINE_float("denoiser_noise", d.denoiser_noise, "Std of the Gaussian noise the denoiser learns to remove.")
     flags.DEFINE_float("internal_noise", d.internal_noise, "Std of the Gaussian noise on the internal models' input.")
     flags.DEFINE_float("own_class_weight", d.own_class_weight, "Loss weight of an internal model's own class.")
+    flags.DEFINE_float("score_weight", d.score_weight, "Weight of the cross-entropy on DIM's scores (0: paper's pure "
+                       "reconstruction loss).")
+    flags.DEFINE_float("score_temperature", d.score_temperature, "Scores are multiplied by this in that cross-entropy.")
     flags.DEFINE_integer("noise_warmup_steps", d.noise_warmup_steps,
                          "Steps over which the training noise ramps up from 0 (per stage; avoids an all-black collapse).")
     flags.DEFINE_float("adv_eps", d.adv_eps, "madry: L-inf radius of the PGD training attack.")

@@ -90,7 +90,7 @@ class ModelTest(tf.test.TestCase):
                 expected = self.x[b] if k == label else np.zeros_like(self.x[b])
                 self.assertAllEqual(targets[b, k], expected)
         internal = InternalModels()
-        obj = objectives.InternalObjective(internal, None, 0.0, own_class_weight=9.0, warmup_steps=1)
+        obj = objectives.InternalObjective(internal, None, 0.0, own_class_weight=9.0, warmup_steps=1, score_weight=0.0)
         recon = internal(d).numpy()
         per_class = ((recon - targets) ** 2).mean(axis=(2, 3, 4))
         w = np.ones((3, 10))

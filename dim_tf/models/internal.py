@@ -53,7 +53,7 @@ class InternalModels(BuiltByCalling, keras.Model):
     `shared_encoder=True` (singleIM): one encoder and latent shared by K separate decoders.
     """
 
-    def __init__(self, num_classes: int = 10, stem_filters: int = 8, hidden: int = 128, latent_dim: int = 10,
+    def __init__(self, num_classes: int = 10, stem_filters: int = 8, hidden: int = 256, latent_dim: int = 10,
                  shared_encoder: bool = False, image_shape=(28, 28, 1), **kwargs):
         super().__init__(**kwargs)
         self.num_classes, self.stem_filters, self.hidden = int(num_classes), int(stem_filters), int(hidden)

@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from dim_tf import data
+from dim_tf.model_dir import ModelDirError
 
 
 @dataclasses.dataclass
@@ -75,13 +76,15 @@ def run_stage(stage: Stage, strategy: tf.distribute.Strategy, train: data.Split,
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
     last_loss = tf.Variable(float("nan"), dtype=tf.float64, trainable=False, name="loss")
-    ckpt = tf.train.Checkpoint(model=stage.model, optimizer=optimizer, epoch=epoch, seconds=seconds, loss=last_loss)
+    # Keras 3 models expose no trackable children to tf.train.Checkpoint: list their weights explicitly.
+    ckpt = tf.train.Checkpoint(weights=list(stage.model.weights), optimizer=optimizer, epoch=epoch,
+                               seconds=seconds, loss=last_loss)
     manager = tf.train.CheckpointManager(ckpt, os.path.join(model_dir, "checkpoints", stage.name), max_to_keep=2)
     if manager.latest_checkpoint:
         try:
             ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         except (tf.errors.OpError, AssertionError, ValueError) as e:
-            raise RuntimeError(f"checkpoint {manager.latest_checkpoint} is corrupt or from another model ({e}); "
+            raise ModelDirError(f"checkpoint {manager.latest_checkpoint} is corrupt or from another model ({e}); "
                                "delete that folder or use a new --model_dir") from e
         log(f"[{stage.name}] resuming after epoch {int(epoch.numpy())} from {manager.latest_checkpoint}")
     train_step = make_train_step(strategy, stage.model, stage.objective, optimizer, global_batch_size)

