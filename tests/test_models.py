@@ -97,6 +97,16 @@ class ModelTest(tf.test.TestCase):
         w[[0, 1, 2], [2, 0, 9]] = 9.0
         self.assertAllClose(obj(d, y, 0), (per_class * w).sum(1) / 18.0, rtol=1e-5)
 
+    def test_score_term_is_cross_entropy_on_scaled_scores(self):
+        internal = InternalModels()
+        d, y = tf.constant(self.x), tf.constant([2, 0, 9])
+        plain = objectives.InternalObjective(internal, None, 0.0, 9.0, 1, score_weight=0.0)(d, y, 0)
+        with_score = objectives.InternalObjective(internal, None, 0.0, 9.0, 1, score_weight=0.5,
+                                                  score_temperature=30.0)(d, y, 0)
+        scores = DIM(internal)(d)
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(y, 30.0 * scores)
+        self.assertAllClose(with_score, plain + 0.5 * ce, rtol=1e-5)
+
     def test_noise_ramp(self):
         x = tf.zeros([1000])
         self.assertAllEqual(objectives.ramped_noise(x, 0.4, 0, 100), x)
