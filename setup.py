@@ -31,6 +31,7 @@ setup(
     extras_require={
         # cleverhans 4.0.0 (2021) declares stale dependencies (nose, mnist, tensorflow-probability); .ci/run and
         # README install it with --no-deps: dim_tf uses only its tf2 attacks.
-        "test": ["pytest>=7"],
+        "lite": ["ai-edge-litert>=2.3", "pillow"],  # on-device runtime (dim_tf.lite): no TensorFlow needed
+        "test": ["pytest>=7", "ai-edge-litert>=2.3", "pillow"],
     },
 )

@@ -35,6 +35,7 @@ class TrainConfig:
     own_class_weight: float = 9.0
     score_weight: float = 0.2
     score_temperature: float = 30.0
+    binarized_fraction: float = 0.0
     noise_warmup_steps: int = 1000
     adv_eps: float = 0.3
     adv_steps: int = 40
@@ -89,9 +90,16 @@ def stages(cfg: TrainConfig, model: keras.Model, validation: data.Split) -> list
             x = validation.images[:1000]
             return {"val_mse": float(keras.ops.mean((denoiser(x) - x) ** 2))}
 
-        result.append(Stage("denoiser", denoiser, objectives.DenoiserObjective(denoiser, cfg.denoiser_noise, warmup),
-                            cfg.denoiser_epochs, cfg.learning_rate, val_mse))
+        objective = objectives.DenoiserObjective(denoiser, cfg.denoiser_noise, warmup, cfg.binarized_fraction)
+        result.append(Stage("denoiser", denoiser, objective, cfg.denoiser_epochs, cfg.learning_rate, val_mse))
     objective = objectives.InternalObjective(model.internal, model.denoiser, cfg.internal_noise,
-                                             cfg.own_class_weight, warmup, cfg.score_weight, cfg.score_temperature)
-    result.append(Stage("internal", model.internal, objective, cfg.epochs, cfg.learning_rate, val_accuracy))
+                                             cfg.own_class_weight, warmup, cfg.score_weight, cfg.score_temperature,
+                                             cfg.binarized_fraction)
+    bi = bi_variant(model)
+
+    def val_accuracies():
+        return {**val_accuracy(),
+                "val_bi_accuracy": predict.accuracy(bi, validation.images, validation.labels)}
+
+    result.append(Stage("internal", model.internal, objective, cfg.epochs, cfg.learning_rate, val_accuracies))
     return result

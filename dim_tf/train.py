@@ -44,6 +44,8 @@ def define_flags() -> None:
     flags.DEFINE_float("score_temperature", d.score_temperature, "Scores are multiplied by this in that cross-entropy.")
     flags.DEFINE_integer("noise_warmup_steps", d.noise_warmup_steps,
                          "Steps over which the training noise ramps up from 0 (per stage; avoids an all-black collapse).")
+    flags.DEFINE_float("binarized_fraction", d.binarized_fraction, "Fraction of each batch binarized at 0.5 before the "
+                       "denoiser and before the internal models (trains the weights biDIM shares).")
     flags.DEFINE_float("adv_eps", d.adv_eps, "madry: L-inf radius of the PGD training attack.")
     flags.DEFINE_integer("adv_steps", d.adv_steps, "madry: PGD steps per training batch.")
     flags.DEFINE_float("adv_step_size", d.adv_step_size, "madry: PGD step size.")

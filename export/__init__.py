@@ -1,1 +1,16 @@
-"""TFLite export of trained models (installed as dim_tf.export)."""
+"""TFLite export of trained models (installed as dim_tf.export).
+
+    python -m dim_tf.export --model_dir runs/dim --out bundles/bidim --variant bi [--quantize int8]
+    python -m dim_tf.export.benchmark --bundle bundles/bidim --model_dir runs/dim
+
+A bundle folder holds:
+  model.tflite        int8 (full-integer; uint8 input 0..255, batch resizable) by default, or float16/float32
+                      with --quantize float16/none; one `serving_default` signature, input `image` [N, 28, 28, 1]
+  model_float.tflite  the float32 reference (absent with --quantize none: model.tflite is then the float model)
+  labels.txt          the class names, one a line
+  bundle.json         input dtype/scale/zero point, threshold, output formula, model and training config, Keras /
+                      float / int8 test accuracy and agreement, the files' sha256, library versions
+
+Run it with `dim_tf.lite` (no TensorFlow needed). The Python API is `dim_tf.export.exporter.export_bundle`.
+This package's __init__ stays free of TensorFlow imports.
+"""

@@ -23,15 +23,24 @@ def ramped_noise(x, std: float, step, warmup_steps: int):
 
 @dataclasses.dataclass
 class DenoiserObjective:
-    """L_D = mean over pixels of (x - D(x + n))^2."""
+    """L_D = mean over pixels of (x - D(b(x) + n))^2, b binarizing a random `binarized_fraction` of the batch."""
 
     denoiser: keras.Model
     noise_std: float
     warmup_steps: int
+    binarized_fraction: float = 0.0
 
     def __call__(self, x, y, step):
-        noisy = ramped_noise(x, self.noise_std, step, self.warmup_steps)
+        noisy = ramped_noise(randomly_binarized(x, self.binarized_fraction), self.noise_std, step, self.warmup_steps)
         return tf.reduce_mean(tf.square(self.denoiser(noisy) - x), axis=(1, 2, 3))
+
+
+def randomly_binarized(x, fraction: float):
+    """x with a random `fraction` of the examples binarized at 0.5 (as biDIM sees them); x itself when 0."""
+    if fraction <= 0:
+        return x
+    chosen = tf.random.uniform(tf.shape(x)[:1]) < fraction
+    return tf.where(chosen[:, None, None, None], tf.cast(x >= 0.5, x.dtype), x)
 
 
 def internal_targets(d, y, num_classes: int):
@@ -47,6 +56,7 @@ class InternalObjective:
       sum_i w_i * mean_pixels (F_i(d + n) - d * 1[y = i])^2 / sum_i w_i
       + score_weight * cross_entropy(softmax(score_temperature * P(d + n)), y)
 
+    A random `binarized_fraction` of the d are binarized at 0.5, as biDIM feeds them.
     w_i = own_class_weight for i = y, 1 otherwise (with K = 10 and weight 9 the own class counts as much as the
     nine black targets; with weight 1 the autoencoders collapse to black for every input). P_i are DIM's scores
     ||F_i||_1 / ||d||_1, the model's logits: the score term trains them to rank the true class first (measured,
@@ -60,9 +70,11 @@ class InternalObjective:
     warmup_steps: int
     score_weight: float = 0.2
     score_temperature: float = 30.0
+    binarized_fraction: float = 0.0
 
     def __call__(self, x, y, step):
         d = x if self.preprocess is None else tf.stop_gradient(self.preprocess(x))
+        d = randomly_binarized(d, self.binarized_fraction)
         k = self.internal.num_classes
         recon = self.internal(ramped_noise(d, self.noise_std, step, self.warmup_steps))
         per_class = tf.reduce_mean(tf.square(recon - internal_targets(d, y, k)), axis=(2, 3, 4))

@@ -1,0 +1,88 @@
+"""One row of the attack table, and what every attack function promises."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from dim_tf.eval.threat import EvalError, ThreatModel
+
+# Kinds of attack:
+#   "bounded": fn(model_fn, x, y, eps, norm, params, restart) -> x_adv with ||x_adv - x|| <= eps, run once per eps.
+#   "minimal": fn(model_fn, x, y, None, norm, params, restart) -> the smallest adversarial it found (x where none),
+#              run once; an example counts as broken at eps when it is adversarial and within eps.
+KINDS = ("bounded", "minimal")
+
+
+@dataclasses.dataclass(frozen=True)
+class Attack:
+    """An attack: `fn(model_fn, x, y, eps, norm, params, restart)` with `model_fn` images -> logits (a callable
+    usable inside `tf.function`), `x` float32 tensor [B, 28, 28, 1] in [0, 1], `y` int32 tensor [B] of true labels
+    (untargeted), `eps` a float (None for "minimal" attacks), `norm` a `ThreatModel`, `params` this row's defaults
+    updated by the caller, `restart` 0, 1, ... (randomised attacks draw a new start). Returns [B, 28, 28, 1] in
+    [0, 1] (tensor or NumPy)."""
+
+    name: str
+    family: str
+    norms: tuple[ThreatModel, ...]
+    fn: Callable
+    defaults: dict
+    kind: str = "bounded"
+    randomized: bool = False  # restarts draw new random starts (else a restart would repeat the same run)
+    uses_gradient: bool = True
+    source: str = ""  # where the algorithm's code comes from
+    description: str = ""
+
+    def __post_init__(self):
+        assert self.kind in KINDS, self.kind
+
+    def check_norm(self, norm: ThreatModel) -> None:
+        if norm not in self.norms:
+            raise EvalError(f"attack {self.name!r} supports {', '.join(n.value for n in self.norms)}, "
+                            f"not {norm.value}; `--attack list` shows which attacks cover {norm.value}")
+
+    def resolve_params(self, overrides: dict | None) -> dict:
+        """This row's defaults updated by `overrides` (unknown keys are an error; types follow the defaults)."""
+        params = dict(self.defaults)
+        for key, value in (overrides or {}).items():
+            if key not in params:
+                known = ", ".join(sorted(params)) or "none"
+                raise EvalError(f"attack {self.name!r} has no parameter {key!r}; its parameters: {known}")
+            default = params[key]
+            try:
+                if isinstance(default, bool):
+                    if isinstance(value, str):
+                        if value.lower() not in ("true", "false", "1", "0"):
+                            raise ValueError(value)
+                        value = value.lower() in ("true", "1")
+                    value = bool(value)
+                elif isinstance(default, int):
+                    if float(value) != int(float(value)):
+                        raise ValueError(value)
+                    value = int(float(value))
+                elif isinstance(default, float):
+                    value = float(value)
+            except (TypeError, ValueError):
+                raise EvalError(f"attack {self.name!r}: parameter {key}={value!r} must be a "
+                                f"{type(default).__name__}") from None
+            params[key] = value
+        check = params_checks.get(self.name)
+        if check:
+            check(params)
+        return params
+
+
+def _positive(params: dict, *keys: str) -> None:
+    for key in keys:
+        if key in params and not params[key] > 0:
+            raise EvalError(f"parameter {key} must be > 0, got {params[key]}")
+
+
+def _iterative(params: dict) -> None:
+    _positive(params, "steps", "rel_stepsize")
+    if params.get("rel_stepsize", 0) > 1:
+        raise EvalError(f"rel_stepsize {params['rel_stepsize']} > 1: a step larger than eps (CleverHans refuses it)")
+
+
+# Extra checks of resolved parameters, by attack name (registered by the family modules).
+params_checks: dict[str, Callable[[dict], None]] = {}
