@@ -83,7 +83,7 @@ def run_stage(stage: Stage, strategy: tf.distribute.Strategy, train: data.Split,
     if manager.latest_checkpoint:
         try:
             ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        except (tf.errors.OpError, AssertionError, ValueError) as e:
+        except Exception as e:  # corrupt files surface as OpError, ValueError, AssertionError or IndexError
             raise ModelDirError(f"checkpoint {manager.latest_checkpoint} is corrupt or from another model ({e}); "
                                "delete that folder or use a new --model_dir") from e
         log(f"[{stage.name}] resuming after epoch {int(epoch.numpy())} from {manager.latest_checkpoint}")
