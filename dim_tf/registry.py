@@ -26,7 +26,7 @@ class TrainConfig:
     dataset: str = "mnist"
     seed: int = 0
     batch_size: int = 128
-    epochs: int = 12
+    epochs: int = 15
     denoiser_epochs: int = 4
     learning_rate: float = 1e-3
     train_examples: int | None = None
@@ -35,7 +35,7 @@ class TrainConfig:
     own_class_weight: float = 9.0
     score_weight: float = 0.2
     score_temperature: float = 30.0
-    binarized_fraction: float = 0.0
+    binarized_fraction: float = 0.25
     noise_warmup_steps: int = 1000
     adv_eps: float = 0.3
     adv_steps: int = 40
