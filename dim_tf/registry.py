@@ -40,6 +40,7 @@ class TrainConfig:
     adv_eps: float = 0.3
     adv_steps: int = 40
     adv_step_size: float = 0.01
+    adv_warmup_steps: int = 150
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -80,7 +81,8 @@ def stages(cfg: TrainConfig, model: keras.Model, validation: data.Split) -> list
         return [Stage("classifier", model, objectives.ClassifierObjective(model), cfg.epochs, cfg.learning_rate,
                       val_accuracy)]
     if cfg.model == "madry":
-        objective = objectives.AdversarialObjective(model, cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size)
+        objective = objectives.AdversarialObjective(model, cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size,
+                                                     cfg.adv_warmup_steps)
         return [Stage("adversarial", model, objective, cfg.epochs, cfg.learning_rate, val_accuracy)]
     result = []
     if model.denoiser is not None:

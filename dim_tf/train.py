@@ -49,6 +49,7 @@ def define_flags() -> None:
     flags.DEFINE_float("adv_eps", d.adv_eps, "madry: L-inf radius of the PGD training attack.")
     flags.DEFINE_integer("adv_steps", d.adv_steps, "madry: PGD steps per training batch.")
     flags.DEFINE_float("adv_step_size", d.adv_step_size, "madry: PGD step size.")
+    flags.DEFINE_integer("adv_warmup_steps", d.adv_warmup_steps, "madry: steps over which eps ramps up from 0.")
     flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy (multi_worker reads TF_CONFIG).")
     flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices (for --strategy mirrored).")
     flags.mark_flag_as_required("model_dir")

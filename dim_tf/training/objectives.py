@@ -113,13 +113,19 @@ def pgd_linf(classifier, x, y, eps: float, steps: int, step_size: float):
 
 @dataclasses.dataclass
 class AdversarialObjective:
-    """Madry et al.'s adversarial training: cross-entropy on PGD examples (L-inf eps, steps, step size)."""
+    """Madry et al.'s adversarial training: cross-entropy on PGD examples (L-inf eps, steps, step size).
+
+    eps ramps linearly from 0 to `eps` over `warmup_steps`: at eps 0.3 from the first step a short CPU schedule stays
+    at chance (measured: loss ln 10 = 2.30 after 62 steps of batch 128).
+    """
 
     classifier: keras.Model
     eps: float
     steps: int
     step_size: float
+    warmup_steps: int = 0
 
     def __call__(self, x, y, step):
-        x_adv = pgd_linf(self.classifier, x, y, self.eps, self.steps, self.step_size)
+        ramp = tf.minimum(1.0, tf.cast(step, tf.float32) / float(max(self.warmup_steps, 1)))
+        x_adv = pgd_linf(self.classifier, x, y, self.eps * ramp, self.steps, self.step_size)
         return tf.nn.sparse_softmax_cross_entropy_with_logits(y, self.classifier(x_adv))
