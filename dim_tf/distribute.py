@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import tensorflow as tf
@@ -40,9 +39,3 @@ def strategy_from_flag(name: str) -> tf.distribute.Strategy:
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
 
-
-def is_chief() -> bool:
-    """True unless TF_CONFIG names this process a worker other than task 0 (or a non-chief task)."""
-    task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
-    return task.get("type", "worker") in ("worker", "chief") and (task.get("type") == "chief" or
-                                                                  int(task.get("index", 0)) == 0)

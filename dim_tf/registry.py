@@ -26,7 +26,7 @@ class TrainConfig:
     dataset: str = "mnist"
     seed: int = 0
     batch_size: int = 128
-    epochs: int = 15
+    epochs: int = 12
     denoiser_epochs: int = 4
     learning_rate: float = 1e-3
     train_examples: int | None = None
