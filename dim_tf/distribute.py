@@ -35,7 +35,7 @@ def strategy_from_flag(name: str) -> tf.distribute.Strategy:
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise ValueError("--strategy multi_worker needs TF_CONFIG (cluster and task) in the environment; "
-                             "see README, 'Training on several machines'")
+                             "see README, 'Scaling out: tf.distribute'")
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
 
