@@ -14,6 +14,13 @@ from dim_tf.models.internal import InternalModels
 MIN_DENOMINATOR = 1.0
 
 
+def dim_scores(d, reconstructions):
+    """P_i = ||F_i(d)||_1 / max(||d||_1, 1): d [B, 28, 28, 1], reconstructions [B, K, 28, 28, 1] -> [B, K]."""
+    num = ops.sum(reconstructions, axis=(2, 3, 4))
+    den = ops.maximum(ops.sum(d, axis=(1, 2, 3)), MIN_DENOMINATOR)
+    return num / den[:, None]
+
+
 @keras.saving.register_keras_serializable(package="dim_tf")
 class DIM(BuiltByCalling, keras.Model):
     """Denoised internal models. Input [B, 28, 28, 1] float32 in [0, 1]; output [B, K] scores (logits, no softmax).
@@ -44,10 +51,8 @@ class DIM(BuiltByCalling, keras.Model):
         return x
 
     def scores_from(self, d, reconstructions):
-        """P_i = ||F_i(d)||_1 / max(||d||_1, 1): [B, 28, 28, 1], [B, K, 28, 28, 1] -> [B, K]."""
-        num = ops.sum(reconstructions, axis=(2, 3, 4))
-        den = ops.maximum(ops.sum(d, axis=(1, 2, 3)), MIN_DENOMINATOR)
-        return num / den[:, None]
+        """See `dim_scores`."""
+        return dim_scores(d, reconstructions)
 
     def call(self, x):
         d = self.denoise(x)

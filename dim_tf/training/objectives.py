@@ -8,6 +8,13 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from dim_tf.models.dim import dim_scores
+
+
+def linear_ramp(step, warmup_steps: int):
+    """A float32 factor rising linearly from 0 at step 0 to 1 at `warmup_steps`, then staying at 1."""
+    return tf.minimum(1.0, tf.cast(step, tf.float32) / float(max(warmup_steps, 1)))
+
 
 def ramped_noise(x, std: float, step, warmup_steps: int):
     """x + N(0, s^2), clipped to [0, 1], with s rising linearly from 0 to `std` over `warmup_steps`.
@@ -17,8 +24,8 @@ def ramped_noise(x, std: float, step, warmup_steps: int):
     """
     if std <= 0:
         return x
-    ramp = tf.minimum(1.0, tf.cast(step, tf.float32) / float(max(warmup_steps, 1)))
-    return tf.clip_by_value(x + tf.random.normal(tf.shape(x)) * std * ramp, 0.0, 1.0)
+    noise = tf.random.normal(tf.shape(x)) * std * linear_ramp(step, warmup_steps)
+    return tf.clip_by_value(x + noise, 0.0, 1.0)
 
 
 @dataclasses.dataclass
@@ -81,7 +88,7 @@ class InternalObjective:
         weights = 1.0 + (self.own_class_weight - 1.0) * tf.one_hot(y, k)
         loss = tf.reduce_sum(per_class * weights, axis=1) / (self.own_class_weight + k - 1.0)
         if self.score_weight > 0:
-            scores = tf.reduce_sum(recon, axis=(2, 3, 4)) / tf.maximum(tf.reduce_sum(d, axis=(1, 2, 3)), 1.0)[:, None]
+            scores = dim_scores(d, recon)
             loss += self.score_weight * tf.nn.sparse_softmax_cross_entropy_with_logits(
                 y, self.score_temperature * scores)
         return loss
@@ -126,6 +133,6 @@ class AdversarialObjective:
     warmup_steps: int = 0
 
     def __call__(self, x, y, step):
-        ramp = tf.minimum(1.0, tf.cast(step, tf.float32) / float(max(self.warmup_steps, 1)))
-        x_adv = pgd_linf(self.classifier, x, y, self.eps * ramp, self.steps, self.step_size)
+        eps = self.eps * linear_ramp(step, self.warmup_steps)
+        x_adv = pgd_linf(self.classifier, x, y, eps, self.steps, self.step_size)
         return tf.nn.sparse_softmax_cross_entropy_with_logits(y, self.classifier(x_adv))
