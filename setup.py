@@ -27,6 +27,9 @@ setup(
         "tensorboard>=2.16",
         "tensorflow-datasets>=4.9",
         "importlib_resources",  # tensorflow-datasets 4.9.10 imports it but declares it only for old Pythons
+        # The paper's attack library; 3.3.4 needs NumPy 2's missing np.find_common_type (dim_tf.eval.foolbox_compat).
+        "foolbox==3.3.4",
+        "eagerpy==0.30.0",
     ],
     extras_require={
         # cleverhans 4.0.0 (2021) declares stale dependencies (nose, mnist, tensorflow-probability); .ci/run and

@@ -25,6 +25,11 @@ def define_flags(flag_values=FLAGS) -> None:
     fv = flag_values
     flags.DEFINE_string("model_dir", None, "A finished training run (model.keras + manifest.json).", flag_values=fv)
     flags.DEFINE_string("attack", None, "Attack name from the table; `list` prints the table.", flag_values=fv)
+    flags.DEFINE_string("suite", None, "Run a suite instead of one attack: paper (Tables 1 and 2) or adaptive "
+                        "(attacks built for DIM/biDIM, with sanity checks).", flag_values=fv)
+    flags.DEFINE_string("models", None, "--suite: comma list of model dirs (default: --model_dir).", flag_values=fv)
+    flags.DEFINE_string("output_dir", None, "--suite: folder for the per-attack JSONs, the tables and the "
+                        "pictures.", flag_values=fv)
     flags.DEFINE_string("variant", "default", "default: the model as trained; bi: its binarized variant "
                         "(biDIM, biCNN; none for madry).", flag_values=fv)
     flags.DEFINE_string("bi_gradient", "exact", "Backward pass of the binarization for --variant bi: exact (none: "
@@ -192,7 +197,12 @@ def main(argv) -> int:
         print(attacks.table())
         return 0
     try:
-        run(FLAGS, argv=sys.argv)
+        if FLAGS.suite:
+            from dim_tf.eval import suites
+
+            suites.get(FLAGS.suite).run(FLAGS, sys.argv, print)
+        else:
+            run(FLAGS, argv=sys.argv)
     except ValueError as e:  # EvalError, ModelDirError, DataError, InputError: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
