@@ -30,11 +30,13 @@ setup(
         # The paper's attack library; 3.3.4 needs NumPy 2's missing np.find_common_type (dim_tf.eval.foolbox_compat).
         "foolbox==3.3.4",
         "eagerpy==0.30.0",
+        "numba>=0.60",  # foolbox's Brendel-Bethge attacks (their trust-region solvers are numba-compiled)
     ],
     extras_require={
         # cleverhans 4.0.0 (2021) declares stale dependencies (nose, mnist, tensorflow-probability); .ci/run and
         # README install it with --no-deps: dim_tf uses only its tf2 attacks.
         "lite": ["ai-edge-litert>=2.3", "pillow"],  # on-device runtime (dim_tf.lite): no TensorFlow needed
-        "test": ["pytest>=7", "ai-edge-litert>=2.3", "pillow"],
+        "plots": ["matplotlib>=3.7"],  # pictures of the paper suite (dim_tf.eval.pictures)
+        "test": ["pytest>=7", "ai-edge-litert>=2.3", "pillow", "matplotlib>=3.7"],
     },
 )

@@ -5,17 +5,18 @@ from __future__ import annotations
 import dataclasses
 
 import keras
+import numpy as np
 
 from dim_tf import data, predict
-from dim_tf.models import CNN, DIM, BinarizedInput, Denoiser, InternalModels, MadryCNN
+from dim_tf.models import ABS, CNN, DIM, BinarizedInput, Denoiser, InternalModels, MadryCNN
 from dim_tf.training import objectives
 from dim_tf.training.loop import Stage
 
 # name -> (has a denoiser, shares one encoder across the internal models); None for the CNN baselines.
 DIM_FAMILY = {"dim": (True, False), "im": (False, False), "single_im": (False, True), "dn_single_im": (True, True)}
-MODELS = (*DIM_FAMILY, "cnn", "madry")
+MODELS = (*DIM_FAMILY, "cnn", "madry", "abs")
 BI_VARIANTS = {"dim": "bidim", "im": "bi_im", "single_im": "bi_single_im", "dn_single_im": "bi_dn_single_im",
-               "cnn": "bicnn"}
+               "cnn": "bicnn", "abs": "biabs"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +42,8 @@ class TrainConfig:
     adv_steps: int = 40
     adv_step_size: float = 0.01
     adv_warmup_steps: int = 150
+    abs_samples: int | None = None  # None: ABS's default (8000); None keeps older run folders resumable
+    abs_steps: int | None = None  # None: ABS's default (50)
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -55,6 +58,11 @@ def build(cfg: TrainConfig) -> keras.Model:
         model = DIM(InternalModels(shared_encoder=shared), Denoiser() if has_denoiser else None)
     elif cfg.model == "cnn":
         model = CNN()
+    elif cfg.model == "abs":
+        model = ABS(**{name: value for name, value in (("num_samples", cfg.abs_samples), ("steps", cfg.abs_steps))
+                       if value is not None})
+        model.build((None, *data.IMAGE_SHAPE))  # builds the VAEs only: a call would run the whole inference
+        return model
     else:
         model = MadryCNN()
     model(keras.ops.zeros((1, *data.IMAGE_SHAPE)))
@@ -62,12 +70,23 @@ def build(cfg: TrainConfig) -> keras.Model:
 
 
 def bi_variant(model: keras.Model, gradient: str = "exact", temperature: float = 0.1) -> keras.Model | None:
-    """biDIM (both binarizations) for the DIM family, biCNN for the CNN, None for models without one."""
+    """biDIM (both binarizations) for the DIM family, biCNN and biABS (the input binarized) for the CNN and ABS,
+    None for models without one."""
     if isinstance(model, DIM):
         return model.variant(True, gradient, temperature)
-    if isinstance(model, CNN):
+    if isinstance(model, (CNN, ABS)):
         return BinarizedInput(model, gradient, temperature)
     return None
+
+
+def with_inference(model: keras.Model, abs_samples: int | None = None, abs_steps: int | None = None) -> keras.Model:
+    """ABS with other inference settings (prior samples N, Adam steps K; None keeps the model's), sharing its
+    weights; any model as it is when both are None. ValueError for settings given to a model that is not ABS."""
+    if abs_samples is None and abs_steps is None:
+        return model
+    if not isinstance(model, ABS):
+        raise ValueError(f"abs_samples/abs_steps apply to ABS models only, not to {type(model).__name__}")
+    return model.configured(abs_samples, abs_steps)
 
 
 def stages(cfg: TrainConfig, model: keras.Model, validation: data.Split) -> list[Stage]:
@@ -80,6 +99,13 @@ def stages(cfg: TrainConfig, model: keras.Model, validation: data.Split) -> list
     if cfg.model == "cnn":
         return [Stage("classifier", model, objectives.ClassifierObjective(model), cfg.epochs, cfg.learning_rate,
                       val_accuracy)]
+    if cfg.model == "abs":
+        def val_encoder_accuracy():  # ABS's own inference is far too slow to run every epoch
+            x, y = validation.images[:500], validation.labels[:500]
+            return {"val_encoder_accuracy": float(np.mean(model.encoder_logits(x).numpy().argmax(1) == y))}
+
+        return [Stage("vaes", model, objectives.ABSObjective(model), cfg.epochs, cfg.learning_rate,
+                      val_encoder_accuracy)]
     if cfg.model == "madry":
         objective = objectives.AdversarialObjective(model, cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size,
                                                      cfg.adv_warmup_steps)

@@ -1,8 +1,9 @@
 """Trains a model: `python -m dim_tf.train --model dim --model_dir runs/dim`.
 
 Models: dim (denoiser, then the ten internal models on its output), im, single_im, dn_single_im (ablations),
-cnn, madry (PGD adversarial training). biDIM and biCNN need no training of their own: they are inference
-variants (binarization at 0.5) of dim and cnn, and their accuracy is reported in the manifest.
+cnn, madry (PGD adversarial training), abs (Schott et al.'s ten class-conditional VAEs). biDIM, biCNN and biABS
+need no training of their own: they are inference variants (binarization at 0.5) of dim, cnn and abs, and their
+accuracy is reported in the manifest.
 A re-run on the same --model_dir resumes from the last epoch checkpoint.
 """
 
@@ -50,6 +51,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("adv_steps", d.adv_steps, "madry: PGD steps per training batch.")
     flags.DEFINE_float("adv_step_size", d.adv_step_size, "madry: PGD step size.")
     flags.DEFINE_integer("adv_warmup_steps", d.adv_warmup_steps, "madry: steps over which eps ramps up from 0.")
+    flags.DEFINE_integer("abs_samples", d.abs_samples, "abs: prior samples per class in inference (default 8000).")
+    flags.DEFINE_integer("abs_steps", d.abs_steps, "abs: Adam steps on the latents in the inference (default 50).")
     flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy (multi_worker reads TF_CONFIG).")
     flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices (for --strategy mirrored).")
     flags.mark_flag_as_required("model_dir")

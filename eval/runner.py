@@ -19,12 +19,10 @@ import numpy as np
 import tensorflow as tf
 
 from dim_tf.eval import attacks as attack_table
-from dim_tf.eval.threat import EvalError, ThreatModel, parse_eps_list, project
+from dim_tf.eval.threat import TOLERANCE, EvalError, ThreatModel, parse_eps_list, project
 from dim_tf.validation import check_images, check_labels
 
 SCHEMA = "dim_tf.eval.result/1"
-# An attack's raw output may exceed eps by float32 rounding; beyond this it counts as out of bounds.
-TOLERANCE = 1e-4
 
 
 class CountingModel:
@@ -46,9 +44,12 @@ class CountingModel:
         @tf.custom_gradient
         def mark(t):
             def grad(dy):
-                self.backward.assign_add(tf.cast(tf.shape(dy)[0], tf.int64))
-                self.max_abs_grad.assign(tf.maximum(self.max_abs_grad, tf.reduce_max(tf.abs(dy))))
-                return dy
+                updates = [self.backward.assign_add(tf.cast(tf.shape(dy)[0], tf.int64)),
+                           self.max_abs_grad.assign(tf.maximum(self.max_abs_grad, tf.reduce_max(tf.abs(dy))))]
+                # Inside a tf.function differentiated from outside (foolbox's tape), TensorFlow prunes a gradient's
+                # side effects that its result does not depend on: the dependency keeps the counts.
+                with tf.control_dependencies(updates):
+                    return tf.identity(dy)
 
             return tf.identity(t), grad
 
@@ -119,12 +120,15 @@ def _median(values) -> float | None:
 
 
 def benchmark(model, images, labels, attack, norm, eps_list=None, *, batch_size: int = 250, seed: int = 0,
-              restarts: int = 1, params: dict | None = None, progress: bool = True, strategy=None) -> dict:
+              restarts: int = 1, params: dict | None = None, progress: bool = True, strategy=None,
+              keep_adversarials: bool = False) -> dict:
     """Runs `attack` (a name from the table or an `Attack` row) under threat model `norm` ("linf", "l2", "l1",
     "l0" or a `ThreatModel`) at each eps of `eps_list` (a float, a list, or "0.1,0.3"; None: the norm's usual
     eps) on `model` (images [N, 28, 28, 1] float32 in [0, 1] -> [N, 10] logits) and returns the result as a
     JSON-ready dict (see the README of dim_tf.eval, or the keys below). Raises `EvalError` (a ValueError) on bad
     input before any work. `restarts` > 1 re-runs randomised attacks on the examples not broken yet.
+    `keep_adversarials`: each entry of "results" also holds "adversarials", the images scored at that eps (float32
+    [N, 28, 28, 1]; x where not attacked; a NumPy array, to remove before writing JSON).
     """
     threat = ThreatModel.parse(norm)
     row = attack_table.get(attack)
@@ -217,6 +221,7 @@ def benchmark(model, images, labels, attack, norm, eps_list=None, *, batch_size:
             "distance": [float(d) if a else None for d, a in zip(dist, attacked)],
             **({} if row.kind == "minimal" else {k: run[k] for k in ("seconds", "forward_passes", "backward_passes",
                                                                        "out_of_bounds")}),
+            **({"adversarials": run["adv"]} if keep_adversarials else {}),
         })
     forward, backward = counter.counts()
     zero_gradient = bool(probe["none"] or probe["all_zero"] or
@@ -243,8 +248,13 @@ def benchmark(model, images, labels, attack, norm, eps_list=None, *, batch_size:
         "schema": SCHEMA,
         "attack": {"name": row.name, "family": row.family, "kind": row.kind, "source": row.source,
                    "params": resolved, "restarts": restarts, "restarts_used": restarts_used, "seed": seed,
-                   "batch_size": batch_size, "loss": "cross_entropy" if row.family == "gradient" else
-                   ("margin" if row.name in ("spsa", "cw_l2") else None)},
+                   "batch_size": batch_size,
+                   "loss": "cross_entropy" if (row.family == "gradient" or row.name == "ddn" or
+                                               resolved.get("loss") == "crossentropy") else
+                   ("margin" if row.name in ("spsa", "cw_l2", "deepfool", "brendel_bethge", "pgd_margin", "square",
+                                             "pixel_flip") else
+                    {"pgd_dlr": "dlr", "pgd_targeted": "targeted margin", "feature": "denoiser output distance"}.get(
+                        row.name))},
         "threat_model": threat.value,
         "num_examples": n,
         "clean_accuracy": float(correct.mean()) if n else 0.0,

@@ -12,6 +12,9 @@ import numpy as np
 
 # MNIST: 28 x 28 x 1 pixels in [0, 1].
 NUM_PIXELS = 28 * 28
+# An attack's raw output may exceed eps by float32 rounding; beyond this it counts as out of bounds, and an
+# adversarial counts as within eps when its distance is <= eps + TOLERANCE.
+TOLERANCE = 1e-4
 
 
 class EvalError(ValueError):
@@ -71,6 +74,9 @@ class ThreatModel(enum.Enum):
         if not (0.0 < value <= self.max_eps + 1e-9):
             raise EvalError(f"eps {eps!r} is outside the sensible range of {self.value}: (0, {self.max_eps:g}] "
                             f"(MNIST images are 28x28 in [0, 1]); e.g. {self.value} eps {self.default_eps:g}")
+        if self is ThreatModel.L0 and value != int(value):
+            raise EvalError(f"l0 eps {eps!r} counts changed pixels: give a whole number in 1..{NUM_PIXELS} "
+                            f"(e.g. {self.default_eps:g})")
         return value
 
 

@@ -2,6 +2,7 @@
 
     python -m dim_tf.export --model_dir runs/dim --out bundles/bidim --variant bi [--quantize int8]
     python -m dim_tf.export.benchmark --bundle bundles/bidim --model_dir runs/dim
+    python -m dim_tf.export.robustness --bundle bundles/bidim --model_dir runs/dim
 
 A bundle folder holds:
   model.tflite        int8 (full-integer; uint8 input 0..255, batch resizable) by default, or float16/float32
@@ -11,6 +12,8 @@ A bundle folder holds:
   bundle.json         input dtype/scale/zero point, threshold, output formula, model and training config, Keras /
                       float / int8 test accuracy and agreement, the files' sha256, library versions
 
-Run it with `dim_tf.lite` (no TensorFlow needed). The Python API is `dim_tf.export.exporter.export_bundle`.
+`robustness` replays adversarials crafted on the Keras model on the .tflite files and runs a decision-based attack
+on the int8 interpreter itself (see `dim_tf.export.robustness`); it writes BUNDLE/robustness.json.
+Run a bundle with `dim_tf.lite` (no TensorFlow needed). The Python API is `dim_tf.export.exporter.export_bundle`.
 This package's __init__ stays free of TensorFlow imports.
 """

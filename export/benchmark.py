@@ -3,8 +3,8 @@
     python -m dim_tf.export.benchmark --bundle bundles/bidim --model_dir runs/dim [--runs 200] [--threads 1]
 
 Latency: one image (batch 1), median (and 10th/90th percentiles) over `--runs` timed calls after `--warmup` untimed
-ones, on `--threads` threads. TFLite: set input, invoke, read outputs (the `dim_tf.lite.Runner` call, XNNPACK as
-the interpreter picks it). Keras: the bundle's variant (e.g. biDIM) called through a `tf.function` on a constant
+ones, on `--threads` threads. TFLite: set input, invoke, read outputs (the `dim_tf.lite.Runner` call), with the
+XNNPACK delegate the interpreter applies by default (what `dim_tf.lite` uses) and, for comparison, without it. Keras: the bundle's variant (e.g. biDIM) called through a `tf.function` on a constant
 tensor, result copied to NumPy. The Keras model is loaded from --model_dir (its model.keras sha256 is compared with
 the one recorded in bundle.json).
 """
@@ -46,12 +46,14 @@ def benchmark(bundle: str, model_dir: str | None = None, runs: int = MIN_RUNS, w
         filename = meta["models"].get(which)
         if filename is None:
             continue
-        b = lite.load_bundle(bundle, which, num_threads=threads)
-        x = b.prepare(image)
-        row = {"file": filename, "bytes": os.path.getsize(os.path.join(bundle, filename)),
-               "input": str(b.runner.input_dtype)}
-        row.update(_timed(lambda: b.runner(x), runs, warmup))
-        rows[f"tflite {which}" + (f" ({meta['quantize']})" if which == "quantized" else " (float32)")] = row
+        for xnnpack in (True, False):
+            b = lite.load_bundle(bundle, which, num_threads=threads, xnnpack=xnnpack)
+            x = b.prepare(image)
+            row = {"file": filename, "bytes": os.path.getsize(os.path.join(bundle, filename)),
+                   "input": str(b.runner.input_dtype), "xnnpack": xnnpack}
+            row.update(_timed(lambda: b.runner(x), runs, warmup))
+            name = f"tflite {which}" + (f" ({meta['quantize']})" if which == "quantized" else " (float32)")
+            rows[name + ("" if xnnpack else ", no XNNPACK")] = row
     if model_dir is not None:
         import tensorflow as tf
 
@@ -72,9 +74,9 @@ def benchmark(bundle: str, model_dir: str | None = None, runs: int = MIN_RUNS, w
         row.update(_timed(lambda: call(x).numpy(), runs, warmup))
         rows[f"keras ({meta.get('model_name')}, tf.function)"] = row
     log(f"{meta.get('model_name')} bundle {bundle}: batch 1, {threads} thread(s), {runs} runs after {warmup} warm-up")
-    log(f"{'model':<34} {'file':<28} {'size MB':>8} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8}")
+    log(f"{'model':<40} {'file':<22} {'size MB':>8} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8}")
     for name, r in rows.items():
-        log(f"{name:<34} {os.path.basename(r['file']):<28} {r['bytes'] / 1e6:>8.2f} {r['median_ms']:>10.3f} "
+        log(f"{name:<40} {os.path.basename(r['file']):<22} {r['bytes'] / 1e6:>8.2f} {r['median_ms']:>10.3f} "
             f"{r['p10_ms']:>8.3f} {r['p90_ms']:>8.3f}")
     return rows
 

@@ -63,9 +63,10 @@ def no_work(monkeypatch):
 
 
 @pytest.mark.parametrize("args,match", [
-    (["--attack", "deepfool"], "unknown attack 'deepfool'"),
+    (["--attack", "deepfoo"], "unknown attack 'deepfoo'"),
     (["--attack", "pgd", "--norm", "l3"], "unknown norm 'l3'"),
-    (["--attack", "pgd", "--norm", "l0"], "no attack supports l0 yet"),
+    (["--attack", "pgd", "--norm", "l0"], "supports linf, l2, l1, not l0"),
+    (["--attack", "pointwise", "--norm", "l0", "--eps", "12.5"], "whole number"),
     (["--attack", "fgsm", "--norm", "l2"], "supports linf, not l2"),
     (["--attack", "pgd", "--eps", "0"], r"outside the sensible range of linf: \(0, 1\]"),
     (["--attack", "pgd", "--eps", "0.1,1.2"], r"outside the sensible range of linf: \(0, 1\]"),
@@ -121,9 +122,10 @@ def test_cli_exit_code_2_and_one_line_on_stderr(tmp_path):
 def test_cli_lists_the_attack_table():
     proc = run_cli("--attack", "list")
     assert proc.returncode == 0, proc.stderr
-    for name in ("fgsm", "fgm", "pgd", "bim", "mim", "cw_l2", "spsa"):
+    for name in ("fgsm", "fgm", "pgd", "bim", "mim", "cw_l2", "spsa", "ddn", "deepfool", "brendel_bethge",
+                 "boundary", "hop_skip_jump", "pointwise", "gaussian_noise", "uniform_noise"):
         assert f"\n{name} " in proc.stdout
-    assert "no attack covers: l0" in proc.stdout
+    assert "no attack covers" not in proc.stdout
 
 
 def check_schema(result, n, eps):

@@ -22,9 +22,9 @@ RELAXED = dict(max_accuracy_drop=1.0, min_agreement=0.0)
 VERIFY_IMAGES = 200
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, mnist_folder):
-    """An untrained DIM saved as a finished model folder (model.keras + manifest.json, what model_dir.load reads)."""
+def untrained_model_dir(folder: str, name: str, data_source: str) -> str:
+    """An untrained `name` model saved as a finished model folder (model.keras + manifest.json, what model_dir.load
+    reads)."""
     import dataclasses
 
     import keras
@@ -32,27 +32,45 @@ def model_dir(tmp_path_factory, mnist_folder):
     from dim_tf import model_dir as md, registry
 
     keras.utils.set_random_seed(0)
-    cfg = registry.TrainConfig(model="dim")
+    cfg = registry.TrainConfig(model=name)
     model = registry.build(cfg)
-    folder = str(tmp_path_factory.mktemp("model") / "dim")
     os.makedirs(folder)
     md.save_model(model, folder)
     md.write_json(os.path.join(folder, md.MANIFEST), {
-        "model": "dim", "dataset": "mnist", "data_source": mnist_folder, "config": dataclasses.asdict(cfg),
-        "model_config": model.get_config(), "test_accuracy": {"dim": None, "bidim": None}})
+        "model": name, "dataset": "mnist", "data_source": data_source, "config": dataclasses.asdict(cfg),
+        "model_config": model.get_config(), "test_accuracy": {name: None, registry.BI_VARIANTS[name]: None}})
     return folder
+
+
+def export_bi(model_dir: str, out: str, data_dir: str) -> str:
+    """The binarized variant, int8, verified on 200 test images with relaxed thresholds."""
+    from dim_tf.export import exporter
+
+    exporter.export_bundle(model_dir, out, variant="bi", quantize="int8", data_dir=data_dir,
+                           representative_samples=100, verify_images=VERIFY_IMAGES, checks=exporter.Checks(**RELAXED),
+                           log=lambda *a: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, mnist_folder):
+    """An untrained DIM."""
+    return untrained_model_dir(str(tmp_path_factory.mktemp("model") / "dim"), "dim", mnist_folder)
 
 
 @pytest.fixture(scope="module")
 def bundle(model_dir, mnist_folder, tmp_path_factory):
-    """biDIM, int8, verified on 200 test images with relaxed thresholds."""
-    from dim_tf.export import exporter
+    """biDIM, int8 (see `export_bi`)."""
+    return export_bi(model_dir, str(tmp_path_factory.mktemp("bundles") / "bidim"), mnist_folder)
 
-    out = str(tmp_path_factory.mktemp("bundles") / "bidim")
-    exporter.export_bundle(model_dir, out, variant="bi", quantize="int8", data_dir=mnist_folder,
-                           representative_samples=100, verify_images=VERIFY_IMAGES, checks=exporter.Checks(**RELAXED),
-                           log=lambda *a: None)
-    return out
+
+@pytest.fixture(scope="module")
+def cnn_bundle(mnist_folder, tmp_path_factory):
+    """(model dir, biCNN int8 bundle) of an untrained CNN. Unlike the untrained DIM's int8 file, which puts every
+    image in class 0, its labels vary with the image, so a replay test can see the wrong images or model."""
+    folder = tmp_path_factory.mktemp("cnn")
+    model_dir = untrained_model_dir(str(folder / "cnn"), "cnn", mnist_folder)
+    return model_dir, export_bi(model_dir, str(folder / "bicnn"), mnist_folder)
 
 
 def constant(value, n=1, dtype=np.uint8):
@@ -81,6 +99,27 @@ def test_bundle_files_and_metadata(bundle):
     assert {"tensorflow", "keras", "numpy", "ai_edge_litert"} <= set(meta["versions"])
     assert "internal" in meta["model_config"] and meta["train_config"]["model"] == "dim"  # (Keras may name it dim_1)
     assert open(os.path.join(bundle, "labels.txt")).read().split() == [str(i) for i in range(10)]
+
+
+@pytest.mark.parametrize("kernel", [3, 5, 7])
+def test_graph_rewrites_compute_the_same_convolutions(kernel):
+    """The exported graph's SPACE_TO_DEPTH image convolution and DEPTH_TO_SPACE transposed convolution."""
+    import keras
+
+    from dim_tf.export.exporter import _image_conv, _transpose_conv
+
+    rng = np.random.default_rng(kernel)
+    x = rng.uniform(size=(2, 28, 28, 1)).astype(np.float32)
+    conv = keras.layers.Conv2D(6, kernel, strides=2, padding="same", activation="relu")
+    conv(x)
+    conv.bias.assign(rng.normal(size=6).astype(np.float32))
+    np.testing.assert_allclose(_image_conv(conv, x), conv(x), atol=1e-5)
+    h = rng.normal(size=(2, 7, 7, 4)).astype(np.float32)
+    up = keras.layers.Conv2DTranspose(3, 3, strides=2, padding="same", activation="sigmoid")
+    up(h)
+    up.bias.assign(rng.normal(size=3).astype(np.float32))
+    np.testing.assert_allclose(_transpose_conv(up, h), up(h), atol=1e-5)
+    assert _transpose_conv(up, h).shape == (2, 14, 14, 3)
 
 
 def test_signature_names(bundle):
@@ -233,7 +272,9 @@ def test_benchmark_smoke(bundle):
     from dim_tf.export import benchmark
 
     rows = benchmark.benchmark(bundle, runs=3, warmup=1, log=lambda *a: None)
-    assert set(rows) == {"tflite quantized (int8)", "tflite float (float32)"}
+    assert set(rows) == {"tflite quantized (int8)", "tflite float (float32)", "tflite quantized (int8), no XNNPACK",
+                         "tflite float (float32), no XNNPACK"}
+    assert rows["tflite quantized (int8)"]["xnnpack"] and not rows["tflite quantized (int8), no XNNPACK"]["xnnpack"]
     assert all(r["median_ms"] > 0 and r["bytes"] > 0 for r in rows.values())
 
 
@@ -246,3 +287,109 @@ def test_interpreter_crash_in_verification_is_an_export_error(monkeypatch, tmp_p
         [sys.executable, "-c", "import os, sys; print('kernel check failed', file=sys.stderr); os.abort()"], **kw))
     with pytest.raises(exporter.ExportError, match=r"model\.tflite on the test set failed \(signal 6\)"):
         exporter._run_bundle_model(str(tmp_path), "quantized", str(tmp_path / "x.npy"), str(tmp_path))
+
+
+# ----------------------------------------------------------------------------------------------------- robustness
+
+ROBUSTNESS_EXAMPLES = 12
+
+
+@pytest.fixture(scope="module")
+def robustness_run(cnn_bundle, mnist_folder, tmp_path_factory):
+    """The documented command on the untrained biCNN bundle: two replayed attacks and two HopSkipJump steps on 12
+    test images (the untrained model gets one of them right: the attacks run on that one)."""
+    model_dir, bundle = cnn_bundle
+    folder = tmp_path_factory.mktemp("robustness")
+    out, adv = str(folder / "robustness.json"), str(folder / "adversarials.npz")
+    cmd = [sys.executable, "-m", "dim_tf.export.robustness", "--bundle", bundle, "--model_dir", model_dir,
+           "--data_dir", mnist_folder, "--num_examples", str(ROBUSTNESS_EXAMPLES), "--replay", "pgd:linf:0.3,fgm:l2:1.5",
+           "--decision_examples", str(ROBUSTNESS_EXAMPLES), "--decision_eps", "1,3",
+           "--decision_params", "steps=2,initial_gradient_eval_steps=10,max_gradient_eval_steps=20,init_directions=20",
+           "--output", out, "--adversarials", adv, "--noprogress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(adv) as z:
+        return json.load(open(out)), {k: z[k] for k in z.files}, proc.stdout
+
+
+def test_robustness_report_shape(robustness_run):
+    result, adversarials, stdout = robustness_run
+    assert result["schema"] == "dim_tf.export.robustness/1"
+    assert result["bundle"]["files"] == {"quantized": "model.tflite", "float": "model_float.tflite"}
+    assert result["model"]["crafted_on"] == "bicnn-straight_through" and result["model"]["reference"] == "bicnn"
+    y = np.array(result["labels"])
+    assert len(y) == ROBUSTNESS_EXAMPLES == result["data"]["num_examples"]
+    models = {"keras", "keras_uint8", "quantized", "float"}
+    assert [e["name"] for e in result["replay"]] == ["pgd-linf-0.3", "fgm-l2-1.5"]
+    for entry in [result["clean"], *result["replay"]]:
+        predictions = {k: np.array(v) for k, v in entry["predictions"].items()}
+        assert set(predictions) == set(entry["accuracy"]) == models
+        for k, p in predictions.items():  # the summary numbers are those of the per-sample labels
+            assert p.shape == y.shape and entry["accuracy"][k] == pytest.approx(np.mean(p == y))
+            if k != "keras":
+                assert entry["agreement_with_keras"][k] == pytest.approx(np.mean(p == predictions["keras"]))
+        assert entry["wrong"]["keras_and_quantized"] == int(np.sum((predictions["keras"] != y) &
+                                                                   (predictions["quantized"] != y)))
+    for entry in result["replay"]:
+        crafting = entry["crafting"]
+        assert not crafting["zero_gradient"] and crafting["backward_passes"] > 0  # BPDA: a real gradient
+        assert entry["accuracy"]["keras"] == crafting["robust_accuracy"][f"{entry['eps']:g}"]  # same forward pass
+        x = adversarials[entry["name"]]
+        assert x.shape == (ROBUSTNESS_EXAMPLES, 28, 28, 1) and x.dtype == np.float32
+    decision = result["decision"]
+    assert decision["attack"] == "hop_skip_jump" and decision["params"]["steps"] == 2
+    for which, model in decision["models"].items():
+        correct = np.array(model["clean_correct"])
+        assert correct.any(), f"{which} gets none of the images right: nothing was attacked"
+        assert set(model["robust_accuracy"]) == {"1", "3"} and model["forward_passes"] > 0
+        assert model["backward_passes"] == 0 and model["gradient_probe"]["none"]  # decision-based: no gradient
+        assert model["clean_accuracy"] == pytest.approx(correct.mean())
+        for eps, robust in model["robust_accuracy"].items():  # robust: correct and no adversarial within eps
+            dist = np.array([np.inf if d is None else d for d in model["distance"]])
+            assert robust == pytest.approx(np.mean(correct & ~(dist <= float(eps) + 1e-4)))
+    assert decision["models"]["quantized"]["model"] == "model.tflite"
+    assert "replay pgd-linf-0.3" in stdout and "hop_skip_jump l2 on model.tflite" in stdout
+
+
+def test_robustness_int8_replay_matches_the_interpreter(robustness_run, cnn_bundle, mnist):
+    """The replay's int8 labels are those of a bare LiteRT interpreter on the uint8-rounded adversarials."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    result, adversarials, _ = robustness_run
+    interpreter = Interpreter(model_path=os.path.join(cnn_bundle[1], "model.tflite"), num_threads=1)
+    runner = interpreter.get_signature_runner("serving_default")
+    clean = np.round(mnist.test.images[:ROBUSTNESS_EXAMPLES] * 255).astype(np.uint8)
+    assert runner(image=clean)["label"].tolist() == result["clean"]["predictions"]["quantized"]
+    for entry in result["replay"]:
+        pixels = np.round(adversarials[entry["name"]] * 255).astype(np.uint8)
+        out = runner(image=pixels)
+        assert out["label"].tolist() == entry["predictions"]["quantized"]
+        assert out["scores"].argmax(axis=1).tolist() == entry["predictions"]["quantized"]
+    # the check can fail: the attacks changed some int8 labels
+    assert any(e["predictions"]["quantized"] != result["clean"]["predictions"]["quantized"] for e in result["replay"])
+    assert np.array_equal(adversarials["labels"], result["labels"])
+
+
+def test_robustness_refuses_bad_settings(cnn_bundle, tmp_path):
+    from dim_tf.eval.threat import EvalError
+    from dim_tf.export.robustness import robustness
+
+    model_dir, bundle = cnn_bundle
+    for kwargs, message in (({"replay": "pgd:linf"}, "attack:norm:eps"),
+                            ({"replay": "cw_l2:l2:1.5"}, "minimal-distance"),
+                            ({"replay": "pgd:l0:3"}, "supports"),
+                            ({"replay": "pgd:linf:2"}, "outside the sensible range"),
+                            ({"decision_attack": "pgd"}, "needs gradients"),
+                            ({"decision_examples": 0}, "decision_examples"),
+                            ({"bi_gradient": "smooth"}, "bi_gradient")):
+        with pytest.raises(EvalError, match=message):
+            robustness(bundle, model_dir, **kwargs)
+    other = tmp_path / "other"
+    shutil.copytree(model_dir, other)
+    with open(other / "model.keras", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(EvalError, match="not the model"):
+        robustness(bundle, str(other), num_examples=2)
+    proc = subprocess.run([sys.executable, "-m", "dim_tf.export.robustness", "--bundle", str(tmp_path / "none"),
+                           "--model_dir", model_dir], capture_output=True, text=True)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr

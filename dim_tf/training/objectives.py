@@ -136,3 +136,41 @@ class AdversarialObjective:
         eps = self.eps * linear_ramp(step, self.warmup_steps)
         x_adv = pgd_linf(self.classifier, x, y, eps, self.steps, self.step_size)
         return tf.nn.sparse_softmax_cross_entropy_with_logits(y, self.classifier(x_adv))
+
+
+def vae_losses(model: keras.Model, xs: list, beta: float) -> list:
+    """ABS's VAEs' per-example negative ELBOs, K tensors [n_k], for K lists of images xs [n_k, 28, 28, 1] (VAE k
+    on xs[k]): sum over pixels (x - G_k(z))^2 + beta * KL(q_k(z|x) || N(0, I)), with one reparameterised sample
+    z = mean + exp(log variance / 2) * N(0, I). Batch normalisation in training mode."""
+    means, log_vars = model.encode(xs, training=True)
+    zs = [m + tf.exp(0.5 * v) * tf.random.normal(tf.shape(m)) for m, v in zip(means, log_vars)]
+    recons = model.decode(zs, training=True)
+    return [tf.reduce_sum(tf.square(r - x), axis=(1, 2, 3))
+            + beta * 0.5 * tf.reduce_sum(tf.exp(v) + tf.square(m) - 1.0 - v, axis=1)
+            for x, r, m, v in zip(xs, recons, means, log_vars)]
+
+
+@dataclasses.dataclass
+class ABSObjective:
+    """ABS training: VAE k learns only from the batch's images of class k (`vae_losses`), and every class weighs
+    the same: an example of a class with n_k of the batch's B examples is weighted B / (K n_k), so the batch loss
+    is the mean over classes of each VAE's mean loss (what class-balanced batches give). A class absent from the
+    batch runs its VAE on the batch's first image with weight 0 (batch normalisation needs one example)."""
+
+    model: keras.Model  # dim_tf.models.ABS
+    beta: float = 1.0
+
+    def __call__(self, x, y, step):
+        batch = tf.shape(y)[0]
+        classes = self.model.num_classes
+        indices, weights = [], []
+        for k in range(classes):
+            index = tf.where(tf.equal(y, k))[:, 0]
+            count = tf.size(index)
+            indices.append(tf.cond(count > 0, lambda: index, lambda: tf.zeros([1], tf.int64)))
+            weights.append(tf.cast(batch, tf.float32) * tf.cast(count > 0, tf.float32)
+                           / (classes * tf.cast(tf.maximum(count, 1), tf.float32)))
+        losses = vae_losses(self.model, [tf.gather(x, index) for index in indices], self.beta)
+        shape = tf.shape(y, out_type=tf.int64)
+        return tf.add_n([tf.scatter_nd(index[:, None], loss * weight, shape)
+                         for index, loss, weight in zip(indices, losses, weights)])

@@ -1,16 +1,19 @@
 """The attack table: one row per attack (name, norms, function), gathered from one module per attack family.
 
-Families: `gradient` (FGSM/FGM, PGD, BIM, MIM), `optimization` (Carlini-Wagner L2), `score_based` (SPSA).
+Families: `gradient` (FGSM/FGM, PGD, BIM, MIM), `optimization` (Carlini-Wagner L2), `score_based` (SPSA), and
+from foolbox 3.3.4: `minimization` (DDN, DeepFool, Brendel-Bethge), `decision` (Boundary, HopSkipJump, Pointwise),
+`noise` (additive Gaussian / uniform noise); own: `adaptive` (margin, DLR and targeted PGD on the scores, EOT),
+Square in `score_based`.
 `python -m dim_tf.eval --attack list` prints the table.
 """
 
 from __future__ import annotations
 
-from dim_tf.eval.attacks import gradient, optimization, score_based
+from dim_tf.eval.attacks import adaptive, decision, gradient, minimization, noise, optimization, score_based
 from dim_tf.eval.attacks.base import Attack
 from dim_tf.eval.threat import EvalError, ThreatModel
 
-FAMILIES = (gradient, optimization, score_based)
+FAMILIES = (gradient, optimization, score_based, minimization, decision, noise, adaptive)
 ATTACKS: dict[str, Attack] = {row.name: row for family in FAMILIES for row in family.ROWS}
 
 __all__ = ["ATTACKS", "Attack", "get", "table", "norms_covered"]
@@ -31,11 +34,12 @@ def norms_covered() -> set[ThreatModel]:
 
 def table() -> str:
     """The table as text, one attack per line."""
-    lines = [f"{'attack':8} {'family':13} {'norms':12} {'kind':8} description / code"]
+    w = max(len(name) for name in ATTACKS)
+    lines = [f"{'attack':{w}} {'family':13} {'norms':13} {'kind':8} description / code"]
     for row in ATTACKS.values():
-        lines.append(f"{row.name:8} {row.family:13} {','.join(n.value for n in row.norms):12} {row.kind:8} "
+        lines.append(f"{row.name:{w}} {row.family:13} {','.join(n.value for n in row.norms):13} {row.kind:8} "
                      f"{row.description}")
-        lines.append(f"{'':43} code: {row.source}; defaults: "
+        lines.append(f"{'':{w + 38}} code: {row.source}; defaults: "
                      + (", ".join(f"{k}={v}" for k, v in row.defaults.items()) or "none"))
     missing = [n.value for n in ThreatModel if n not in norms_covered()]
     if missing:
