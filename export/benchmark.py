@@ -4,9 +4,9 @@
 
 Latency: one image (batch 1), median (and 10th/90th percentiles) over `--runs` timed calls after `--warmup` untimed
 ones, on `--threads` threads. TFLite: set input, invoke, read outputs (the `dim_tf.lite.Runner` call), with the
-XNNPACK delegate the interpreter applies by default (what `dim_tf.lite` uses) and, for comparison, without it. Keras: the bundle's variant (e.g. biDIM) called through a `tf.function` on a constant
-tensor, result copied to NumPy. The Keras model is loaded from --model_dir (its model.keras sha256 is compared with
-the one recorded in bundle.json).
+XNNPACK delegate the interpreter applies by default (what `dim_tf.lite` uses) and, for comparison, without it.
+Keras: the bundle's variant (e.g. biDIM) called through a `tf.function` on a constant tensor, result copied to NumPy.
+The Keras model is loaded from --model_dir (its model.keras sha256 is compared with the one recorded in bundle.json).
 """
 
 from __future__ import annotations

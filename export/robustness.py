@@ -95,6 +95,15 @@ def _labeller(model, batch_size: int):
                                           for i in range(0, len(images), batch_size)])
 
 
+def replay_labels(images: np.ndarray, keras_labels, bundles: dict[str, lite.Bundle]) -> dict[str, np.ndarray]:
+    """Labels [N] of images [N, 28, 28, 1] float32 in [0, 1] from `keras` (`keras_labels`, images -> labels),
+    `keras_uint8` (the same on the images rounded to uint8 pixels, what the int8 file receives) and each bundle
+    file by its key (through `dim_tf.lite`, which rounds to uint8 for the int8 file)."""
+    labels = {"keras": keras_labels(images), "keras_uint8": keras_labels(np.round(images * 255.0) / 255.0)}
+    labels.update({which: b.predict(images).labels for which, b in bundles.items()})
+    return labels
+
+
 def _agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(a == b))
 
@@ -176,11 +185,6 @@ def robustness(bundle: str, model_dir: str, *, num_examples: int = 500, replay: 
 
     keras_labels = _labeller(reference, batch_size)
 
-    def classify(images: np.ndarray) -> dict[str, np.ndarray]:
-        labels = {"keras": keras_labels(images), "keras_uint8": keras_labels(np.round(images * 255.0) / 255.0)}
-        labels.update({which: b.predict(images).labels for which, b in bundles.items()})
-        return labels
-
     def compare(labels: dict[str, np.ndarray]) -> dict:
         wrong = {k: v != y for k, v in labels.items()}
         return {"accuracy": {k: float(np.mean(~w)) for k, w in wrong.items()},
@@ -191,7 +195,7 @@ def robustness(bundle: str, model_dir: str, *, num_examples: int = 500, replay: 
                           **{f"{w}_only": int((wrong[w] & ~wrong["keras"]).sum()) for w in bundles}},
                 "predictions": {k: v.tolist() for k, v in labels.items()}}
 
-    clean_labels = classify(x)
+    clean_labels = replay_labels(x, keras_labels, bundles)
     result = {
         "schema": SCHEMA,
         "bundle": {"path": os.path.abspath(bundle), "model_name": meta.get("model_name"),
@@ -208,13 +212,14 @@ def robustness(bundle: str, model_dir: str, *, num_examples: int = 500, replay: 
         "clean": compare(clean_labels),
         "replay": [],
     }
+    # 1. Replay: adversarials crafted on Keras, classified by every model.
     adversarials = {}
     for attack_row, attack_norm, eps in specs:
         name = f"{attack_row.name}-{attack_norm.value}-{eps:g}"
         res = benchmark(crafting, x, y, attack_row, attack_norm, [eps], batch_size=batch_size, seed=seed,
                         progress=progress, keep_adversarials=True)
         adv = res["results"][0].pop("adversarials")
-        labels = classify(adv)
+        labels = replay_labels(adv, keras_labels, bundles)
         entry = {"name": name, "attack": attack_row.name, "norm": attack_norm.value, "eps": eps,
                  "crafted_on": crafting_name, "crafting": _attack_summary(res), **compare(labels)}
         if abs(entry["accuracy"]["keras"] - res["results"][0]["robust_accuracy"]) > 1e-9:  # same forward pass

@@ -302,7 +302,8 @@ def robustness_run(cnn_bundle, mnist_folder, tmp_path_factory):
     folder = tmp_path_factory.mktemp("robustness")
     out, adv = str(folder / "robustness.json"), str(folder / "adversarials.npz")
     cmd = [sys.executable, "-m", "dim_tf.export.robustness", "--bundle", bundle, "--model_dir", model_dir,
-           "--data_dir", mnist_folder, "--num_examples", str(ROBUSTNESS_EXAMPLES), "--replay", "pgd:linf:0.3,fgm:l2:1.5",
+           "--data_dir", mnist_folder, "--num_examples", str(ROBUSTNESS_EXAMPLES),
+           "--replay", "pgd:linf:0.3,fgm:l2:1.5",
            "--decision_examples", str(ROBUSTNESS_EXAMPLES), "--decision_eps", "1,3",
            "--decision_params", "steps=2,initial_gradient_eval_steps=10,max_gradient_eval_steps=20,init_directions=20",
            "--output", out, "--adversarials", adv, "--noprogress"]
@@ -368,6 +369,27 @@ def test_robustness_int8_replay_matches_the_interpreter(robustness_run, cnn_bund
     # the check can fail: the attacks changed some int8 labels
     assert any(e["predictions"]["quantized"] != result["clean"]["predictions"]["quantized"] for e in result["replay"])
     assert np.array_equal(adversarials["labels"], result["labels"])
+
+
+def test_replay_labels_are_those_of_each_file(bundle, mnist):
+    """On the untrained biDIM, whose int8 file labels differently from its float file: each key gets its own model,
+    the int8 file and keras_uint8 the uint8-rounded images."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from dim_tf.export.robustness import replay_labels
+
+    x = mnist.test.images[:20]
+    images = np.clip(x + np.random.default_rng(0).uniform(-0.3, 0.3, x.shape), 0, 1).astype(np.float32)
+    seen = []
+    labels = replay_labels(images, lambda imgs: seen.append(imgs) or np.arange(len(imgs)) % 10,
+                           {w: lite.load_bundle(bundle, w) for w in lite.MODELS})
+    np.testing.assert_array_equal(seen[0], images)
+    np.testing.assert_array_equal(seen[1], np.round(images * 255) / 255)
+    for filename, which, inputs in (("model.tflite", "quantized", np.round(images * 255).astype(np.uint8)),
+                                    ("model_float.tflite", "float", images)):
+        runner = Interpreter(model_path=os.path.join(bundle, filename)).get_signature_runner("serving_default")
+        assert labels[which].tolist() == runner(image=inputs)["label"].tolist(), which
+    assert labels["quantized"].tolist() != labels["float"].tolist()  # so that a swap would show
 
 
 def test_robustness_refuses_bad_settings(cnn_bundle, tmp_path):

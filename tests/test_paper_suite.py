@@ -15,7 +15,7 @@ from dim_tf.eval import aggregate, paper_numbers as paper, tables
 from dim_tf.eval.suites import paper as suite
 from dim_tf.eval.threat import EvalError
 
-from test_eval_cli import parse, save_model_dir  # noqa: E402  (tests/ is on sys.path under pytest)
+from test_eval_cli import parse, save_model_dir  # tests/ is on sys.path under pytest
 
 INF = math.inf
 

@@ -544,7 +544,8 @@ def render(report: dict) -> str:
             if p["source"] == "paper suite" and p["attack"].startswith("all") or p["source"] == "single attack":
                 grad = f", {p['bi_gradient']}" if p.get("bi_gradient") and p["bi_gradient"] != "exact" else ""
                 masked = " (zero gradient: masked)" if p.get("zero_gradient") else ""
-                proto.append(f"{p['norm']} {p['attack']}{grad}: {_pct(p['accuracy'])}{masked}")
+                proto.append(f"{p['norm']} {p['attack']}{grad}: {_pct(p['accuracy'])}{masked} "
+                             f"(n={p.get('num_examples')})")
         li, l2 = m["norms"].get("linf", {}), m["norms"].get("l2", {})
         lines.append(f"| {m['variant_name']} | {_pct(m['clean_accuracy'])} | {_pct(li.get('accuracy'))} | "
                      f"{_dist(li.get('median_distance'))} | {_pct(l2.get('accuracy'))} | "
