@@ -30,7 +30,7 @@ TEST_EPS = {("gaussian_noise", ThreatModel.L2): 15.0, ("uniform_noise", ThreatMo
             ("hop_skip_jump", ThreatModel.LINF): 0.4}
 # The slow foolbox attacks cut down to fit the test budget, more noise draws.
 TEST_PARAMS = {"brendel_bethge": {"steps": 20}, "hop_skip_jump": {"steps": 20, "initial_gradient_eval_steps": 20},
-               "gaussian_noise": {"repeats": 300}, "uniform_noise": {"repeats": 300}}
+               "gaussian_noise": {"repeats": 300}, "uniform_noise": {"repeats": 1000}}
 TEST_EXAMPLES = {"boundary": 40, "hop_skip_jump": 40}  # else all correctly classified of the first NUM_EXAMPLES
 # foolbox's Brendel-Bethge solvers are compiled by numba on first use in a process, ~60 s of CPU for the first norm
 # and ~30 s for each further one: CI checks L-inf (DIM's weakest spot in the paper); DIM_TF_SLOW_TESTS=1 all four.
