@@ -27,3 +27,15 @@ def mnist(mnist_folder):
     from dim_tf import data
 
     return data.load("mnist", mnist_folder)
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fails the test if an evaluation touches the model, the data or the attack (bad input must be refused first)."""
+
+    def forbidden(*_, **__):
+        raise AssertionError("work started before the input was checked")
+
+    monkeypatch.setattr("dim_tf.model_dir.load", forbidden)
+    monkeypatch.setattr("dim_tf.data.load", forbidden)
+    monkeypatch.setattr("dim_tf.eval.runner.benchmark", forbidden)

@@ -50,18 +50,6 @@ def parse(*args):
     return fv
 
 
-@pytest.fixture
-def no_work(monkeypatch):
-    """Fails the test if the model, the data or the attack is touched."""
-
-    def forbidden(*_, **__):
-        raise AssertionError("work started before the input was checked")
-
-    monkeypatch.setattr(md, "load", forbidden)
-    monkeypatch.setattr("dim_tf.data.load", forbidden)
-    monkeypatch.setattr("dim_tf.eval.runner.benchmark", forbidden)
-
-
 @pytest.mark.parametrize("args,match", [
     (["--attack", "deepfoo"], "unknown attack 'deepfoo'"),
     (["--attack", "pgd", "--norm", "l3"], "unknown norm 'l3'"),

@@ -94,16 +94,6 @@ def test_paper_numbers_are_complete():
 # Bad input
 # ------------------------------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def no_work(monkeypatch):
-    def forbidden(*_, **__):
-        raise AssertionError("work started before the input was checked")
-
-    monkeypatch.setattr(md, "load", forbidden)
-    monkeypatch.setattr("dim_tf.data.load", forbidden)
-    monkeypatch.setattr("dim_tf.eval.runner.benchmark", forbidden)
-
-
 def suite_flags(*args):
     return parse("--suite", "paper", *args)
 
