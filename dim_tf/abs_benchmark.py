@@ -6,7 +6,8 @@ call) over `--single_images` test images for ABS and ten times as many for DIM. 
 `--batch_images` test images in batches of `--batch_size` (one pass for ABS, best of three for DIM). ABS's one-off
 cost of decoding its prior samples (cached afterwards) is reported apart. Also the accuracy on the images timed
 one at a time, and the ratios ABS time / DIM time (the paper: ABS takes "several seconds" per forward pass; goal:
-DIM >= 1000x faster per image).
+DIM >= 1000x faster per image). With `--bundle` (an exported DIM/biDIM bundle), the on-device form is timed too:
+its int8 TFLite model, batch 1, one thread, on the same single images.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import statistics
 import sys
 import time
 
+import numpy as np
 from absl import app, flags
 
 FLAGS = flags.FLAGS
@@ -29,6 +31,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("batch_size", 250, "Batch size of the batched timing.")
     flags.DEFINE_integer("abs_samples", None, "ABS prior samples per class (default: the model's, 8000).")
     flags.DEFINE_integer("abs_steps", None, "ABS Adam steps on the latents (default: the model's, 50).")
+    flags.DEFINE_string("bundle", None, "Also time this exported DIM bundle's int8 TFLite model (python -m "
+                        "dim_tf.export), batch 1, one thread.")
     flags.DEFINE_string("output", None, "Also write the figures to this JSON file.")
     flags.mark_flags_as_required(["abs_dir", "dim_dir"])
 
@@ -61,8 +65,25 @@ def measure(model, test, single: int, batch_images: int, batch_size: int, repeat
             "images_per_second": throughput(model, test.images[:batch_images], batch_size, repeats)}
 
 
+def tflite_single_images(bundle: str, images, labels) -> dict:
+    """Median latency and accuracy of the bundle's int8 model on images [N, 28, 28, 1] one at a time (1 thread)."""
+    from dim_tf import lite
+
+    b = lite.load_bundle(bundle, "quantized", num_threads=1)
+    pixels = np.rint(np.asarray(images) * 255).astype(np.uint8)
+    b.predict(pixels[:1])  # warm-up
+    seconds, correct = [], 0
+    for i in range(len(pixels)):
+        start = time.perf_counter()
+        label = int(b.predict(pixels[i:i + 1]).labels[0])
+        seconds.append(time.perf_counter() - start)
+        correct += label == int(labels[i])
+    return {"bundle": bundle, "single_images": len(pixels), "median_seconds_per_image": statistics.median(seconds),
+            "accuracy_on_single_images": correct / len(pixels)}
+
+
 def run(abs_dir: str, dim_dir: str, data_dir: str | None, single: int, batch_images: int, batch_size: int,
-        abs_samples: int | None = None, abs_steps: int | None = None, log=print) -> dict:
+        abs_samples: int | None = None, abs_steps: int | None = None, bundle: str | None = None, log=print) -> dict:
     """Times ABS (its settings possibly overridden) and DIM; returns the figures and the ratios."""
     from dim_tf import data, model_dir as md, registry
     from dim_tf.models import ABS
@@ -84,7 +105,12 @@ def run(abs_dir: str, dim_dir: str, data_dir: str | None, single: int, batch_ima
                **measure(dim_model, test, 10 * single, batch_images, batch_size, 3)}
     ratios = {"per_image": abs_row["median_seconds_per_image"] / dim_row["median_seconds_per_image"],
               "batched": dim_row["images_per_second"] / abs_row["images_per_second"]}
-    return {"abs": abs_row, "dim": dim_row, "dim_faster_by": ratios, "versions": md.library_versions()}
+    result = {"abs": abs_row, "dim": dim_row, "dim_faster_by": ratios, "versions": md.library_versions()}
+    if bundle is not None:
+        log("DIM int8 TFLite: timing ...")
+        result["tflite"] = tflite_single_images(bundle, test.images[:10 * single], test.labels[:10 * single])
+        ratios["per_image_tflite"] = abs_row["median_seconds_per_image"] / result["tflite"]["median_seconds_per_image"]
+    return result
 
 
 def main(argv) -> int:
@@ -93,7 +119,7 @@ def main(argv) -> int:
 
     try:
         result = run(FLAGS.abs_dir, FLAGS.dim_dir, FLAGS.data_dir, FLAGS.single_images, FLAGS.batch_images,
-                     FLAGS.batch_size, FLAGS.abs_samples, FLAGS.abs_steps)
+                     FLAGS.batch_size, FLAGS.abs_samples, FLAGS.abs_steps, FLAGS.bundle)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -104,9 +130,15 @@ def main(argv) -> int:
           f"{a['images_per_second']:.2f} | {100 * a['accuracy_on_single_images']:.0f}% of {a['single_images']} |")
     print(f"| DIM | {1e3 * d['median_seconds_per_image']:.3f} ms | {d['images_per_second']:.0f} | "
           f"{100 * d['accuracy_on_single_images']:.0f}% of {d['single_images']} |")
+    if "tflite" in result:
+        t = result["tflite"]
+        print(f"| DIM bundle, int8 TFLite | {1e3 * t['median_seconds_per_image']:.3f} ms | - | "
+              f"{100 * t['accuracy_on_single_images']:.0f}% of {t['single_images']} |")
     print(f"DIM is {r['per_image']:.0f}x faster per image (batch 1) and {r['batched']:.0f}x faster batched "
           f"(batch {a['batch_size']}, {a['batch_images']} images); ABS's one-off prior decoding: "
           f"{a['prior_seconds']:.1f} s")
+    if "per_image_tflite" in r:
+        print(f"The int8 TFLite bundle is {r['per_image_tflite']:.0f}x faster per image than ABS")
     if FLAGS.output:
         md.write_json(FLAGS.output, result)
     return 0

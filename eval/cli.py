@@ -56,7 +56,10 @@ def define_flags(flag_values=FLAGS) -> None:
     flags.DEFINE_string("data_dir", None, f"Folder with the four LeCun IDX files; else ${DATA_DIR_ENV}, else the "
                         "folder the model was trained from (manifest), else tensorflow-datasets.", flag_values=fv)
     flags.DEFINE_string("strategy", "default", "tf.distribute strategy the model is loaded and run under: default, "
-                        "one_device, mirrored, multi_worker.", flag_values=fv)
+                        "one_device, mirrored (each attack batch split over the local replicas), multi_worker.",
+                        flag_values=fv)
+    flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices (for --strategy mirrored "
+                         "on CPU).", flag_values=fv)
     flags.DEFINE_boolean("progress", True, "Progress bar on stderr.", flag_values=fv)
     flags.DEFINE_integer("abs_samples", None, "ABS models: prior samples per class of the inference (default: the "
                          "model's, 8000).", flag_values=fv)
@@ -231,6 +234,16 @@ def main(argv) -> int:
     if len(argv) > 1:
         print(f"error: unexpected arguments {argv[1:]}; every setting is a --flag", file=sys.stderr)
         return 2
+    if FLAGS.cpu_devices != 1:
+        from dim_tf import distribute
+
+        try:
+            if FLAGS.cpu_devices < 1:
+                raise ValueError("must be >= 1")
+            distribute.split_cpu(FLAGS.cpu_devices)  # before TensorFlow starts
+        except (ValueError, RuntimeError) as e:
+            print(f"error: --cpu_devices {FLAGS.cpu_devices}: {e}", file=sys.stderr)
+            return 2
     if FLAGS.attack == "list":
         from dim_tf.eval import attacks
 

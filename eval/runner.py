@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from dim_tf.eval import attacks as attack_table
+from dim_tf.eval.replicas import SplitOverReplicas, split_model
 from dim_tf.eval.threat import TOLERANCE, EvalError, ThreatModel, parse_eps_list, project
 from dim_tf.validation import check_images, check_labels
 
@@ -148,6 +149,7 @@ def benchmark(model, images, labels, attack, norm, eps_list=None, *, batch_size:
     keras.utils.set_random_seed(seed)
     start = time.time()
     n = len(x)
+    model = split_model(model, strategy)  # each batch spread over the strategy's local replicas (if several)
     counter = CountingModel(model)  # its variables are made outside the strategy's scope (plain counters)
     with strategy.scope():
         classify = tf.function(lambda batch: tf.argmax(model(batch), axis=1, output_type=tf.int32),
@@ -273,5 +275,6 @@ def benchmark(model, images, labels, attack, norm, eps_list=None, *, batch_size:
         "zero_gradient": zero_gradient,
         "out_of_bounds": out_of_bounds,
         "warnings": warnings,
+        "replicas": len(model.devices) if isinstance(model, SplitOverReplicas) else 1,  # each batch split over
         "seconds": time.time() - start,
     }

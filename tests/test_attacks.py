@@ -28,8 +28,10 @@ LARGE_EPS = {ThreatModel.LINF: 0.3, ThreatModel.L2: 5.0, ThreatModel.L1: 40.0, T
 TEST_EPS = {("gaussian_noise", ThreatModel.L2): 15.0, ("uniform_noise", ThreatModel.L2): 15.0,
             ("uniform_noise", ThreatModel.LINF): 1.0, ("hop_skip_jump", ThreatModel.L2): 7.5,
             ("hop_skip_jump", ThreatModel.LINF): 0.4}
-# The slow foolbox attacks cut down to fit the test budget, more noise draws.
-TEST_PARAMS = {"brendel_bethge": {"steps": 20}, "hop_skip_jump": {"steps": 20, "initial_gradient_eval_steps": 20},
+# The slow foolbox attacks cut down to fit the test budget, more noise draws. Brendel-Bethge L-inf is cut to 20
+# steps; its L0/L1/L2 runs (DIM_TF_SLOW_TESTS=1 only) keep the defaults: 20 L1 steps reach only ~94%.
+TEST_PARAMS = {("brendel_bethge", ThreatModel.LINF): {"steps": 20},
+               "hop_skip_jump": {"steps": 20, "initial_gradient_eval_steps": 20},
                "gaussian_noise": {"repeats": 300}, "uniform_noise": {"repeats": 1000}}
 TEST_EXAMPLES = {"boundary": 40, "hop_skip_jump": 40}  # else all correctly classified of the first NUM_EXAMPLES
 # foolbox's Brendel-Bethge solvers are compiled by numba on first use in a process, ~60 s of CPU for the first norm
@@ -106,7 +108,8 @@ def check_attack(row: Attack, norm: ThreatModel, model, x, y, params=None):
     for n, t in CASES], ids=[f"{n}-{t.value}" for n, t in CASES])
 def test_attack_breaks_undefended_cnn_within_bounds(name, norm, tiny_cnn, examples):
     x, y = (a[:TEST_EXAMPLES.get(name)] for a in examples)
-    check_attack(ATTACKS[name], norm, tiny_cnn, x, y, TEST_PARAMS.get(name))  # else the table's defaults
+    params = TEST_PARAMS.get((name, norm), TEST_PARAMS.get(name))  # else the table's defaults
+    check_attack(ATTACKS[name], norm, tiny_cnn, x, y, params)
 
 
 def test_checks_catch_an_attack_that_returns_its_input(tiny_cnn, examples):

@@ -31,6 +31,7 @@ both written atomically, plus one runner JSON per attack run under `attacks/`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import json
 import os
@@ -260,10 +261,11 @@ class Runner:
     """Runs steps on one target under one norm, verifying and pooling every adversarial."""
 
     def __init__(self, target: Target, x: np.ndarray, y: np.ndarray, norm: ThreatModel, opts, out_dir: str,
-                 dataset, argv, log):
+                 dataset, argv, log, strategy=None):
         from dim_tf.eval.runner import benchmark
 
-        self.benchmark = benchmark
+        # The attacks' batches are split over the strategy's replicas (dim_tf.eval.replicas) by `benchmark`.
+        self.benchmark = functools.partial(benchmark, strategy=strategy)
         self.target, self.x, self.y, self.norm = target, x, y, norm
         self.opts, self.out_dir, self.dataset, self.argv, self.log = opts, out_dir, dataset, argv, log
         self.correct = self.predict(x) == y
@@ -381,7 +383,7 @@ def _group_mask(records: list[dict], group: str, n: int) -> np.ndarray:
 
 
 def evaluate(target: Target, x, y, opts, out_dir, dataset, argv, log, sources, bank, *, checks: bool = True,
-             norms=(LINF, L2)) -> dict:
+             norms=(LINF, L2), strategy=None) -> dict:
     """The cascades of `target` under `norms`, the probes, the doubled-attack check; returns its report entry."""
     start = time.time()
     entry = {"model_dir": os.path.abspath(target.model_dir), "model": target.manifest.get("model"),
@@ -389,7 +391,7 @@ def evaluate(target: Target, x, y, opts, out_dir, dataset, argv, log, sources, b
              "eot_samples": EOT_SAMPLES if target.stochastic else 1, "norms": {}, "sanity": []}
     for norm in norms:
         eps, probe = THRESHOLDS[norm], PROBES[norm]
-        runner = Runner(target, x, y, norm, opts, out_dir, dataset, argv, log)
+        runner = Runner(target, x, y, norm, opts, out_dir, dataset, argv, log, strategy)
         entry["clean_accuracy"] = float(runner.correct.mean())
         log(f"{target.name} {norm.value}: cascade at {eps:g} on {len(x)} examples")
         steps = plan(target, norm, opts.budget, sources, bank)
@@ -649,7 +651,7 @@ def run(opts, argv=None, log=print) -> dict:
             if target.binarized:
                 sources.append((f"{manifest.get('model')} without binarization", model, 50))
             log(f"== {target.name} ({model_dir}): {len(x)} examples, budget {opts.budget:g}")
-            entry = evaluate(target, x, y, opts, out_dir, dataset, argv, log, sources, bank)
+            entry = evaluate(target, x, y, opts, out_dir, dataset, argv, log, sources, bank, strategy=strategy)
             entry["protocol"] = protocol_numbers(model_dir, variant, out_dir)
             checks += entry["sanity"]
             seconds[target.name] = entry["seconds"]
@@ -658,7 +660,7 @@ def run(opts, argv=None, log=print) -> dict:
     if undefended is not None:
         test = dataset.test.take(opts.num_examples)
         cnn = make_target(undefended_dir, undefended, undefended_manifest, "default", test.images[:64])
-        runner = Runner(cnn, test.images, test.labels, LINF, opts, out_dir, dataset, argv, log)
+        runner = Runner(cnn, test.images, test.labels, LINF, opts, out_dir, dataset, argv, log, strategy)
         main = plan(cnn, LINF, opts.budget, [], None)[0]
         log(f"== without defense: {main.label} on {cnn.name} at L-inf 0.3")
         rec = runner.run(main, THRESHOLDS[LINF], np.flatnonzero(runner.correct))
@@ -671,7 +673,7 @@ def run(opts, argv=None, log=print) -> dict:
             log(f"== reference: {bicnn.name}, the L-inf 0.3 cascade")
             sources = [(f"{bicnn.manifest.get('model')} without binarization", undefended, 100)]
             ref = evaluate(bicnn, test.images, test.labels, opts, out_dir, dataset, argv, log, sources, None,
-                           checks=False, norms=(LINF,))
+                           checks=False, norms=(LINF,), strategy=strategy)
             references["bicnn"] = {"model_dir": os.path.abspath(undefended_dir),
                                    "accuracy": ref["norms"]["linf"]["accuracy"],
                                    "white_box_accuracy": ref["norms"]["linf"]["white_box_accuracy"],
