@@ -115,7 +115,7 @@ def render(summary: dict, table: int) -> str | None:
     ]
     if any(len(c["attacks"]) < len(paper.ROWS) for c in cols):
         notes.append("\"not run\": the row was left out (`--attack` restricted the suite, or the model's row "
-                     "selection in `dim_tf.eval.suites.paper.ROWS_BY_MODEL` excludes it).")
+                     "selection in `dim_tf.eval.suites.paper.ROWS_BY_COLUMN` excludes it).")
     if missing:
         notes.append(f"Paper columns not evaluated here: {', '.join(missing)} (pass their model dirs to "
                      "`--models`).")

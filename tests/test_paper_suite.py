@@ -292,3 +292,12 @@ def test_latents_of_separate_and_shared_encoders(mnist):
     assert latents(registry.build(registry.TrainConfig(model="single_im")), x).shape == (5, 1, 10)
     with pytest.raises(EvalError, match="need a DIM-family model"):
         latents(registry.build(registry.TrainConfig(model="cnn")), x)
+
+
+def test_row_selection_per_column():
+    """ABS runs the cheap gradient rows only, biABS (no input gradient) only the one-step ones; others all rows."""
+    keys = lambda model, variant: {r.key for r in suite.rows_for(model, variant, list(paper.ROWS))}
+    assert keys("dim", "default") == keys("dim", "bi") == {r.key for r in paper.ROWS}
+    assert keys("abs", "default") == {"l2:pgd", "l2:fgm", "linf:pgd", "linf:fgsm"}
+    assert keys("abs", "bi") == {"l2:fgm", "linf:fgsm"}
+    assert set(suite.ROWS_BY_COLUMN) <= set(paper.COLUMNS.values())
