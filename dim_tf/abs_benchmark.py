@@ -37,21 +37,25 @@ def define_flags() -> None:
     flags.mark_flags_as_required(["abs_dir", "dim_dir"])
 
 
-def single_image_calls(model, images) -> tuple[list[float], list[int]]:
-    """(wall seconds, predicted class) of each batch-1 call of `model` on images [N, 28, 28, 1], after one
-    warm-up call."""
-    import tensorflow as tf
-
-    call = tf.function(lambda x: model(x), reduce_retracing=True)
-    call(tf.constant(images[:1])).numpy()
+def time_each(call, inputs: list) -> tuple[list[float], list[int]]:
+    """(wall seconds, predicted class) of `call` (a batch -> [1, 10] logits) on each of the batch-1 `inputs`, after
+    one warm-up call."""
+    np.asarray(call(inputs[0]))
     seconds, predicted = [], []
-    for i in range(len(images)):
-        x = tf.constant(images[i:i + 1])
+    for x in inputs:
         start = time.perf_counter()
-        logits = call(x).numpy()
+        logits = np.asarray(call(x))
         seconds.append(time.perf_counter() - start)
         predicted.append(int(logits.argmax()))
     return seconds, predicted
+
+
+def single_image_calls(model, images) -> tuple[list[float], list[int]]:
+    """`time_each` for a traced call of `model` on images [N, 28, 28, 1], one at a time."""
+    import tensorflow as tf
+
+    call = tf.function(lambda x: model(x), reduce_retracing=True)
+    return time_each(lambda x: call(x).numpy(), [tf.constant(images[i:i + 1]) for i in range(len(images))])
 
 
 def measure(model, test, single: int, batch_images: int, batch_size: int, repeats: int) -> dict:
@@ -71,15 +75,9 @@ def tflite_single_images(bundle: str, images, labels) -> dict:
 
     b = lite.load_bundle(bundle, "quantized", num_threads=1)
     pixels = np.rint(np.asarray(images) * 255).astype(np.uint8)
-    b.predict(pixels[:1])  # warm-up
-    seconds, correct = [], 0
-    for i in range(len(pixels)):
-        start = time.perf_counter()
-        label = int(b.predict(pixels[i:i + 1]).labels[0])
-        seconds.append(time.perf_counter() - start)
-        correct += label == int(labels[i])
+    seconds, predicted = time_each(lambda x: b.predict(x).scores, [pixels[i:i + 1] for i in range(len(pixels))])
     return {"bundle": bundle, "single_images": len(pixels), "median_seconds_per_image": statistics.median(seconds),
-            "accuracy_on_single_images": correct / len(pixels)}
+            "accuracy_on_single_images": float(np.mean(np.asarray(predicted) == np.asarray(labels)))}
 
 
 def run(abs_dir: str, dim_dir: str, data_dir: str | None, single: int, batch_images: int, batch_size: int,
