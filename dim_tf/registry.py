@@ -9,7 +9,7 @@ import numpy as np
 
 from dim_tf import data, predict
 from dim_tf.models import ABS, CNN, DIM, BinarizedInput, Denoiser, InternalModels, MadryCNN
-from dim_tf.training import objectives
+from dim_tf.training import augment, objectives
 from dim_tf.training.loop import Stage
 
 # name -> (has a denoiser, shares one encoder across the internal models); None for the CNN baselines.
@@ -44,11 +44,13 @@ class TrainConfig:
     adv_warmup_steps: int = 150
     abs_samples: int | None = None  # None: ABS's default (8000); None keeps older run folders resumable
     abs_steps: int | None = None  # None: ABS's default (50)
+    abs_augment: float = 0.0  # probability of each random distortion of the VAEs' training images (original: 0.1)
 
     def __post_init__(self):
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)} "
                              "(biDIM and biCNN are inference variants of dim and cnn: no separate training)")
+        augment.check_probability(self.abs_augment)
 
 
 def build(cfg: TrainConfig) -> keras.Model:
@@ -104,7 +106,7 @@ def stages(cfg: TrainConfig, model: keras.Model, validation: data.Split) -> list
             x, y = validation.images[:500], validation.labels[:500]
             return {"val_encoder_accuracy": float(np.mean(model.encoder_logits(x).numpy().argmax(1) == y))}
 
-        return [Stage("vaes", model, objectives.ABSObjective(model), cfg.epochs, cfg.learning_rate,
+        return [Stage("vaes", model, objectives.ABSObjective(model, augment=cfg.abs_augment), cfg.epochs, cfg.learning_rate,
                       val_encoder_accuracy)]
     if cfg.model == "madry":
         objective = objectives.AdversarialObjective(model, cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size,

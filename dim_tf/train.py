@@ -53,6 +53,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("adv_warmup_steps", d.adv_warmup_steps, "madry: steps over which eps ramps up from 0.")
     flags.DEFINE_integer("abs_samples", d.abs_samples, "abs: prior samples per class in inference (default 8000).")
     flags.DEFINE_integer("abs_steps", d.abs_steps, "abs: Adam steps on the latents in the inference (default 50).")
+    flags.DEFINE_float("abs_augment", d.abs_augment, "abs: probability of each random zoom, shear and skew of a "
+                       "training image (the original ABS: 0.1; 0: none).")
     flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy (multi_worker reads TF_CONFIG).")
     flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices (for --strategy mirrored).")
     flags.mark_flag_as_required("model_dir")

@@ -151,3 +151,39 @@ def test_train_cli_writes_a_manifest_and_resumes(tmp_path, mnist_folder):
     assert "resuming after epoch 1" in second.stdout + second.stderr
     again = json.loads((tmp_path / model_dir.MANIFEST).read_text())
     assert again["test_accuracy"] == manifest["test_accuracy"]  # same weights, same deterministic inference
+
+
+def test_random_distortion_keeps_shape_range_and_centre(mnist):
+    from dim_tf.training import augment
+
+    x = tf.constant(mnist.train.images[:64])
+    assert augment.random_distortion(x, 0.0) is x
+    tf.random.set_seed(0)
+    out = augment.random_distortion(x, 1.0).numpy()
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    changed = np.abs(out - x.numpy()).reshape(64, -1).max(axis=1) > 0.05
+    assert changed.mean() > 0.9  # every image draws a zoom, a shear and a skew
+    # A transform about the image centre: a centred blob stays centred and keeps roughly its ink.
+    yy, xx = np.mgrid[:28, :28]
+    blob = np.exp(-((yy - 13.5) ** 2 + (xx - 13.5) ** 2) / 18.0).astype(np.float32)[None, ..., None]
+    moved = augment.random_distortion(tf.constant(np.repeat(blob, 32, axis=0)), 1.0).numpy()[..., 0]
+    mass = moved.sum(axis=(1, 2))
+    assert np.all(np.abs(mass / blob.sum() - 1) < 0.5), mass / blob.sum()
+    centre_y = (moved * yy).sum(axis=(1, 2)) / mass
+    centre_x = (moved * xx).sum(axis=(1, 2)) / mass
+    assert np.all(np.abs(centre_y - 13.5) < 1.5) and np.all(np.abs(centre_x - 13.5) < 1.5)
+    loss = objectives.ABSObjective(ABS(num_samples=1, steps=0), augment=1.0)(x[:8], tf.constant(
+        mnist.train.labels[:8]), 0)
+    assert np.isfinite(loss.numpy()).all()
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        registry.TrainConfig(model="abs", abs_augment=1.5)
+
+
+def test_settings_added_later_keep_older_run_folders_resumable(tmp_path):
+    cfg = registry.TrainConfig(model="abs")
+    stored = {k: v for k, v in json.loads(json.dumps(cfg.__dict__)).items() if k != "abs_augment"}
+    (tmp_path / model_dir.CONFIG).write_text(json.dumps(stored))  # written before abs_augment existed
+    model_dir.prepare(str(tmp_path), cfg)  # the missing setting counts as its default
+    (tmp_path / model_dir.CONFIG).write_text(json.dumps(stored))
+    with pytest.raises(model_dir.ModelDirError, match="other settings"):
+        model_dir.prepare(str(tmp_path), registry.TrainConfig(model="abs", abs_augment=0.1))

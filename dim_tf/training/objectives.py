@@ -9,6 +9,7 @@ import keras
 import tensorflow as tf
 
 from dim_tf.models.dim import dim_scores
+from dim_tf.training import augment
 
 
 def linear_ramp(step, warmup_steps: int):
@@ -159,8 +160,10 @@ class ABSObjective:
 
     model: keras.Model  # dim_tf.models.ABS
     beta: float = 1.0
+    augment: float = 0.0  # probability of each random distortion (`augment.random_distortion`); 0: off
 
     def __call__(self, x, y, step):
+        x = augment.random_distortion(x, self.augment)
         batch = tf.shape(y)[0]
         classes = self.model.num_classes
         indices, weights = [], []
