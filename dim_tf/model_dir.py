@@ -71,13 +71,11 @@ def prepare(model_dir: str, config) -> None:
     except OSError as e:
         raise ModelDirError(f"--model_dir {model_dir!r} is not writable ({e.strerror}); pick another folder") from e
     wanted = dataclasses.asdict(config)
-    defaults = dataclasses.asdict(type(config)())  # for settings added after `stored` was written
     path = os.path.join(model_dir, CONFIG)
     if os.path.exists(path):
-        with open(path) as f:
-            stored = json.load(f)
-        differs = {k: (stored.get(k, defaults[k]), v) for k, v in wanted.items()
-                   if k != "epochs" and stored.get(k, defaults[k]) != v}
+        with open(path) as f:  # a setting added after the run began counts as its default
+            stored = {**dataclasses.asdict(type(config)()), **json.load(f)}
+        differs = {k: (stored.get(k), v) for k, v in wanted.items() if k != "epochs" and stored.get(k) != v}
         if differs:
             raise ModelDirError(f"{model_dir} holds a run with other settings {differs} (stored, asked); "
                                 "use a new --model_dir or the stored settings")

@@ -106,8 +106,8 @@ def stages(cfg: TrainConfig, model: keras.Model, validation: data.Split) -> list
             x, y = validation.images[:500], validation.labels[:500]
             return {"val_encoder_accuracy": float(np.mean(model.encoder_logits(x).numpy().argmax(1) == y))}
 
-        return [Stage("vaes", model, objectives.ABSObjective(model, augment=cfg.abs_augment), cfg.epochs, cfg.learning_rate,
-                      val_encoder_accuracy)]
+        objective = objectives.ABSObjective(model, augment=cfg.abs_augment)
+        return [Stage("vaes", model, objective, cfg.epochs, cfg.learning_rate, val_encoder_accuracy)]
     if cfg.model == "madry":
         objective = objectives.AdversarialObjective(model, cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size,
                                                      cfg.adv_warmup_steps)
