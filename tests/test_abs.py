@@ -1,6 +1,7 @@
 """ABS: shapes and .keras round trip, the inference (best of N, then Adam on the latents), its envelope gradient,
 biABS, the class-wise training objective, and `python -m dim_tf.train --model abs` with a resume."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -181,7 +182,7 @@ def test_random_distortion_keeps_shape_range_and_centre(mnist):
 
 def test_settings_added_later_keep_older_run_folders_resumable(tmp_path):
     cfg = registry.TrainConfig(model="abs")
-    stored = {k: v for k, v in json.loads(json.dumps(cfg.__dict__)).items() if k != "abs_augment"}
+    stored = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "abs_augment"}
     (tmp_path / model_dir.CONFIG).write_text(json.dumps(stored))  # written before abs_augment existed
     model_dir.prepare(str(tmp_path), cfg)  # the missing setting counts as its default
     (tmp_path / model_dir.CONFIG).write_text(json.dumps(stored))
