@@ -9,7 +9,7 @@ import numpy as np
 
 from dim_tf import data, predict
 from dim_tf.models import ABS, CNN, DIM, BinarizedInput, Denoiser, InternalModels, MadryCNN
-from dim_tf.training import augment, objectives
+from dim_tf.training import augment, calibrate, objectives
 from dim_tf.training.loop import Stage
 
 # name -> (has a denoiser, shares one encoder across the internal models); None for the CNN baselines.
@@ -45,12 +45,15 @@ class TrainConfig:
     abs_samples: int | None = None  # None: ABS's default (8000); None keeps older run folders resumable
     abs_steps: int | None = None  # None: ABS's default (50)
     abs_augment: float = 0.0  # probability of each random distortion of the VAEs' training images (original: 0.1)
+    abs_calibration_examples: int = 2000  # validation images the ABS class scales are fitted on (0: all scales 1)
 
     def __post_init__(self):
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)} "
                              "(biDIM and biCNN are inference variants of dim and cnn: no separate training)")
         augment.check_probability(self.abs_augment)
+        if self.abs_calibration_examples < 0:
+            raise ValueError(f"--abs_calibration_examples must be >= 0, got {self.abs_calibration_examples}")
 
 
 def build(cfg: TrainConfig) -> keras.Model:
@@ -89,6 +92,29 @@ def with_inference(model: keras.Model, abs_samples: int | None = None, abs_steps
     if not isinstance(model, ABS):
         raise ValueError(f"abs_samples/abs_steps apply to ABS models only, not to {type(model).__name__}")
     return model.configured(abs_samples, abs_steps)
+
+
+def calibrate_abs(cfg: TrainConfig, model: keras.Model, validation: data.Split, log=print) -> dict:
+    """Fits a trained ABS's class scales (`dim_tf.training.calibrate`) on the first `cfg.abs_calibration_examples`
+    validation images, each seen as it is and binarized (the scales serve ABS and biABS), and sets them on `model`.
+    Returns what the manifest records; {} for other models or when calibration is off."""
+    n = min(cfg.abs_calibration_examples, len(validation))
+    if not isinstance(model, ABS) or n == 0:
+        return {}
+    x, y = validation.images[:n], validation.labels[:n]
+    unscaled = model.logit_scale * np.asarray(model.class_scales)
+    elbos = np.concatenate([-predict.scores(m, x) / unscaled for m in (model, bi_variant(model))])
+    labels = np.concatenate([y, y])
+    scales = calibrate.fit_class_scales(elbos, labels, model.logit_scale)
+    before = calibrate.cross_entropy(elbos, labels, model.logit_scale, np.ones_like(scales))[0]
+    after = calibrate.cross_entropy(elbos, labels, model.logit_scale, scales)[0]
+    model.class_scales = tuple(float(v) for v in scales)
+    accuracy = {name: float(np.mean(np.argmin(elbos * s, axis=1) == labels)) for name, s in
+                (("before", 1.0), ("after", scales))}
+    log(f"ABS class scales fitted on {n} validation images (as they are and binarized): "
+        + " ".join(f"{v:.3f}" for v in scales) + f"; accuracy there {accuracy['before']:.4f} -> {accuracy['after']:.4f}")
+    return {"class_scales": list(model.class_scales), "validation_examples": n,
+            "cross_entropy": {"before": before, "after": after}, "validation_accuracy": accuracy}
 
 
 def stages(cfg: TrainConfig, model: keras.Model, validation: data.Split) -> list[Stage]:

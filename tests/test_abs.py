@@ -113,6 +113,40 @@ def test_biabs_binarizes_the_input(small):
     assert np.abs(tape.gradient(out, x_t).numpy()).max() > 0  # BPDA passes the envelope gradient through
 
 
+def test_class_scales_multiply_each_class_elbo(small, tmp_path):
+    model, x = small
+    scales = np.linspace(0.9, 1.1, 10)
+    scaled = model.configured()
+    scaled.class_scales = tuple(scales)
+    np.testing.assert_allclose(scaled(x).numpy(), model(x).numpy() * scales, rtol=1e-5)
+    assert scaled.configured(steps=0).class_scales == scaled.class_scales
+    path = str(tmp_path / "scaled.keras")
+    scaled.save(path)
+    np.testing.assert_allclose(keras.saving.load_model(path, safe_mode=True)(x).numpy(), scaled(x).numpy(), rtol=1e-5)
+    with pytest.raises(ValueError, match="10 positive class_scales"):
+        ABS(class_scales=[1.0] * 9)
+
+
+def test_fitted_class_scales_undo_a_class_bias():
+    from dim_tf.training import calibrate
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 4000)
+    elbos = rng.uniform(0.04, 0.06, (4000, 10))
+    elbos[np.arange(4000), labels] -= rng.uniform(0.0, 0.02, 4000)  # the true class is usually the most likely
+    bias = np.ones(10)
+    bias[3], bias[7] = 1.15, 0.9  # class 3 looks too unlikely, class 7 too likely
+    scales = calibrate.fit_class_scales(elbos * bias, labels, 440.0)
+    assert abs(scales.mean() - 1) < 1e-9
+    np.testing.assert_allclose(scales * bias / np.mean(scales * bias), 1.0, atol=0.03)
+    before = np.mean(np.argmin(elbos * bias, axis=1) == labels)
+    after = np.mean(np.argmin(elbos * bias * scales, axis=1) == labels)
+    unbiased = np.mean(np.argmin(elbos, axis=1) == labels)
+    assert after > before + 0.03 and after > unbiased - 0.01, (before, after, unbiased)
+    with pytest.raises(ValueError, match=r"ELBOs \[N, K\] and N labels"):
+        calibrate.fit_class_scales(elbos, labels[:10], 440.0)
+
+
 def test_each_vae_learns_only_from_its_class(mnist):
     keras.utils.set_random_seed(2)
     model = ABS(num_samples=1, steps=0)
@@ -140,13 +174,17 @@ def test_each_vae_learns_only_from_its_class(mnist):
 def test_train_cli_writes_a_manifest_and_resumes(tmp_path, mnist_folder):
     cmd = [sys.executable, "-m", "dim_tf.train", "--model", "abs", "--model_dir", str(tmp_path), "--data_dir",
            mnist_folder, "--train_examples", "640", "--batch_size", "64", "--epochs", "1", "--abs_samples", "10",
-           "--abs_steps", "0"]
+           "--abs_steps", "0", "--abs_calibration_examples", "200"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
     assert first.returncode == 0, first.stderr[-3000:]
     model, manifest = model_dir.load(str(tmp_path))
     assert manifest["model"] == "abs" and set(manifest["test_accuracy"]) == {"abs", "biabs"}
     assert set(manifest["stages"]) == {"vaes"} and 0 <= manifest["stages"]["vaes"]["val_encoder_accuracy"] <= 1
     assert isinstance(model, ABS) and (model.num_samples, model.steps) == (10, 0)
+    calibration = manifest["calibration"]  # fitted on validation images, stored in model.keras
+    assert calibration["validation_examples"] == 200 and list(model.class_scales) == calibration["class_scales"]
+    assert calibration["cross_entropy"]["after"] <= calibration["cross_entropy"]["before"]
+    assert set(manifest["test_accuracy_uncalibrated"]) == {"abs", "biabs"}
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resuming after epoch 1" in second.stdout + second.stderr

@@ -5,7 +5,9 @@ Input [B, 28, 28, 1] float32 in [0, 1]; output [B, 10] logits = -logit_scale * E
 
     ELBO_k(x) = min_z (||x - G_k(z)||^2 + beta * ||z||^2 / 2) / 784
 
-(the KL term of a unit-variance posterior at z, as the original's inference). The minimum is approximated as in
+(the KL term of a unit-variance posterior at z, as the original's inference), each class's ELBO multiplied by its
+`class_scales` entry (the original's class-specific fine-scaling, fitted discriminatively on held-out images by
+`dim_tf.training.calibrate`; all 1 until fitted). The minimum is approximated as in
 the original: the best of `num_samples` prior samples per class (decoded once per set of weights and cached),
 then `steps` Adam steps (learning rate 0.05) on all B x 10 latents at once, each latent kept inside a sphere of
 radius `radius`. The original's forward pass returns -ELBO and its class probabilities are softmax(440 * -ELBO):
@@ -176,7 +178,8 @@ class ABS(keras.Model):
 
     def __init__(self, num_classes: int = 10, latent_dim: int = 8, num_samples: int = 8000, steps: int = 50,
                  learning_rate: float = 0.05, beta: float = 1.0, radius: float = 5.0, logit_scale: float = 440.0,
-                 seed: int = 0, networks: tuple[list, list] | None = None, **kwargs):
+                 seed: int = 0, class_scales: typing.Sequence[float] | None = None,
+                 networks: tuple[list, list] | None = None, **kwargs):
         super().__init__(**kwargs)
         if num_samples < 1 or steps < 0:
             raise ValueError(f"ABS needs num_samples >= 1 and steps >= 0, got {num_samples} and {steps}")
@@ -184,6 +187,9 @@ class ABS(keras.Model):
         self.num_samples, self.steps = int(num_samples), int(steps)
         self.learning_rate, self.beta, self.radius = float(learning_rate), float(beta), float(radius)
         self.logit_scale, self.seed = float(logit_scale), int(seed)
+        self.class_scales = tuple(float(v) for v in (class_scales or (1.0,) * self.num_classes))
+        if len(self.class_scales) != self.num_classes or min(self.class_scales) <= 0:
+            raise ValueError(f"ABS needs {self.num_classes} positive class_scales, got {self.class_scales}")
         self.encoder, self.decoder = networks or _networks(self.num_classes, self.latent_dim)
         spec = tf.TensorSpec  # one trace per model, whatever the batch size
         self._search = tf.function(self._find_latents, input_signature=(
@@ -298,18 +304,22 @@ class ABS(keras.Model):
             elbo = (scores + tf.reduce_sum(tf.square(x), axis=(1, 2, 3))[:, None]) / PIXELS
         else:
             elbo = self.elbo(x, self.latents(x))
-        return -self.logit_scale * elbo
+        return self.logits(elbo)
+
+    def logits(self, elbo):
+        """Per-pixel ELBOs [B, K] -> logits [B, K] = -logit_scale * class_scales * ELBO."""
+        return -self.logit_scale * tf.constant(self.class_scales, tf.float32) * elbo
 
     def encoder_logits(self, x):
         """Amortised logits [B, K]: each VAE's ELBO at its encoder's mean (cheap; monitors training only)."""
         z = tf.stack(self.encode([x] * self.num_classes)[0], axis=1)
-        return -self.logit_scale * self.elbo(x, z)
+        return self.logits(self.elbo(x, z))
 
     def settings(self) -> dict:
         """The constructor's arguments (without the networks)."""
         return {"num_classes": self.num_classes, "latent_dim": self.latent_dim, "num_samples": self.num_samples,
                 "steps": self.steps, "learning_rate": self.learning_rate, "beta": self.beta, "radius": self.radius,
-                "logit_scale": self.logit_scale, "seed": self.seed}
+                "logit_scale": self.logit_scale, "seed": self.seed, "class_scales": list(self.class_scales)}
 
     def get_config(self):
         return {**super().get_config(), **self.settings()}
