@@ -45,7 +45,7 @@ class TrainConfig:
     abs_samples: int | None = None  # None: ABS's default (8000); None keeps older run folders resumable
     abs_steps: int | None = None  # None: ABS's default (50)
     abs_augment: float = 0.0  # probability of each random distortion of the VAEs' training images (original: 0.1)
-    abs_calibration_examples: int = 2000  # validation images the ABS class scales are fitted on (0: all scales 1)
+    abs_calibration_examples: int = 0  # validation images the ABS class scales are fitted on (0: all scales 1)
 
     def __post_init__(self):
         if self.model not in MODELS:
