@@ -102,8 +102,8 @@ def calibrate_abs(cfg: TrainConfig, model: keras.Model, validation: data.Split, 
     if not isinstance(model, ABS) or n == 0:
         return {}
     x, y = validation.images[:n], validation.labels[:n]
-    unscaled = model.logit_scale * np.asarray(model.class_scales)
-    elbos = np.concatenate([-predict.scores(m, x) / unscaled for m in (model, bi_variant(model))])
+    logit_factors = model.logit_scale * np.asarray(model.class_scales)  # logits = -logit_factors * ELBO
+    elbos = np.concatenate([-predict.scores(m, x) / logit_factors for m in (model, bi_variant(model))])
     labels = np.concatenate([y, y])
     scales = calibrate.fit_class_scales(elbos, labels, model.logit_scale)
     before = calibrate.cross_entropy(elbos, labels, model.logit_scale, np.ones_like(scales))[0]

@@ -96,14 +96,16 @@ def train(cfg, model_dir: str, data_dir: str | None, strategy, log=print) -> dic
     if bi is not None:
         variants[registry.BI_VARIANTS[cfg.model]] = bi
     test_scores = {name: predict.scores(m, dataset.test.images) for name, m in variants.items()}
-    labels = dataset.test.labels
 
-    def accuracies(divisor=1.0):
-        return {name: float(np.mean((s / divisor).argmax(axis=1) == labels)) for name, s in test_scores.items()}
+    def accuracies(divisor=1.0):  # divisor: per-class factors to take out of the logits first
+        return {name: float(np.mean((s / divisor).argmax(axis=1) == dataset.test.labels))
+                for name, s in test_scores.items()}
 
     accuracy = accuracies()
-    extra = {"calibration": calibration,  # the same test pass with the class scales undone
-             "test_accuracy_uncalibrated": accuracies(np.asarray(calibration["class_scales"]))} if calibration else {}
+    extra = {}
+    if calibration:  # the same test pass with the class scales undone
+        extra = {"calibration": calibration,
+                 "test_accuracy_uncalibrated": accuracies(np.asarray(calibration["class_scales"]))}
     manifest = {**extra, "model": cfg.model, "dataset": cfg.dataset, "data_source": dataset.source, "seed": cfg.seed,
                 "config": dataclasses.asdict(cfg), "model_config": model.get_config(),
                 "parameters": int(model.count_params()), "stages": stage_results,

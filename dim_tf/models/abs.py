@@ -7,7 +7,7 @@ Input [B, 28, 28, 1] float32 in [0, 1]; output [B, 10] logits = -logit_scale * E
 
 (the KL term of a unit-variance posterior at z, as the original's inference), each class's ELBO multiplied by its
 `class_scales` entry (the original's class-specific fine-scaling, fitted discriminatively on held-out images by
-`dim_tf.training.calibrate`; all 1 until fitted). The minimum is approximated as in
+`dim_tf.training.calibrate` when training asks for it; all 1 otherwise, the default). The minimum is approximated as in
 the original: the best of `num_samples` prior samples per class (decoded once per set of weights and cached),
 then `steps` Adam steps (learning rate 0.05) on all B x 10 latents at once, each latent kept inside a sphere of
 radius `radius`. The original's forward pass returns -ELBO and its class probabilities are softmax(440 * -ELBO):
