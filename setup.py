@@ -19,6 +19,8 @@ setup(
     python_requires=">=3.10",
     packages=packages,
     package_dir={"": ".", **SUBPACKAGES},
+    # the web page (python -m dim_tf.web): its static files and the npm lockfile that pins LiteRT.js
+    package_data={"dim_tf.web": ["static/*", "npm/package.json", "npm/package-lock.json"]},
     install_requires=[
         "tensorflow>=2.16,<2.22",
         "keras>=3.3,<3.16",
@@ -37,6 +39,9 @@ setup(
         # README install it with --no-deps: dim_tf uses only its tf2 attacks.
         "lite": ["ai-edge-litert>=2.3", "pillow"],  # on-device runtime (dim_tf.lite): no TensorFlow needed
         "plots": ["matplotlib>=3.7"],  # pictures of the paper suite (dim_tf.eval.pictures)
-        "test": ["pytest>=7", "ai-edge-litert>=2.3", "pillow", "matplotlib>=3.7"],
+        # python -m dim_tf.web: the site builder (also needs npm); playwright drives the system's Chromium for
+        # --check, the benchmark and tests/test_web.py (never `playwright install`: no browser download)
+        "web": ["ai-edge-litert>=2.3", "pillow", "playwright>=1.40"],
+        "test": ["pytest>=7", "ai-edge-litert>=2.3", "pillow", "matplotlib>=3.7", "playwright>=1.40"],
     },
 )

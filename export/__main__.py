@@ -36,6 +36,8 @@ def define_flags() -> None:
     flags.DEFINE_float("min_agreement", ex.MIN_AGREEMENT,
                        "Smallest allowed fraction of test images labelled as the Keras model labels them.")
     flags.DEFINE_bool("overwrite", False, "Replace an existing bundle at --out.")
+    flags.DEFINE_bool("views", False, "Also write model_views.tflite, the DIM family's D(x) and F_i(D(x)) for "
+                      "pictures (the web page, `python -m dim_tf.web`, needs it; see dim_tf.export.views).")
     flags.mark_flags_as_required(["model_dir", "out"])
 
 
@@ -49,7 +51,8 @@ def main(argv) -> int:
     try:
         meta = ex.export_bundle(FLAGS.model_dir, FLAGS.out, FLAGS.variant, FLAGS.quantize, FLAGS.data_dir,
                                 FLAGS.representative_samples, FLAGS.verify_images,
-                                ex.Checks(FLAGS.max_accuracy_drop, FLAGS.min_agreement), FLAGS.overwrite)
+                                ex.Checks(FLAGS.max_accuracy_drop, FLAGS.min_agreement), FLAGS.overwrite,
+                                views=FLAGS.views)
     except ValueError as e:  # ExportError, ModelDirError, DataError: the reason, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -334,10 +334,11 @@ def _publish(tmp: str, out: str, overwrite: bool) -> None:
 def export_bundle(model_dir: str, out: str, variant: str = "default", quantize: str = "int8",
                   data_dir: str | None = None, representative_samples: int = DEFAULT_REPRESENTATIVE_SAMPLES,
                   verify_images: int | None = None, checks: Checks = Checks(), overwrite: bool = False,
-                  log=print) -> dict:
+                  log=print, views: bool = False) -> dict:
     """Exports `model_dir` to the bundle folder `out` (atomically) and returns its bundle.json.
 
-    verify_images: test images used for verification (None: the full test set). Raises `ExportError` (and leaves
+    verify_images: test images used for verification (None: the full test set). views: also write the DIM
+    family's picture companion, model_views.tflite (see `dim_tf.export.views`). Raises `ExportError` (and leaves
     nothing at `out`) when the model cannot be exported or a file fails verification.
     """
     if variant not in VARIANTS:
@@ -366,7 +367,7 @@ def export_bundle(model_dir: str, out: str, variant: str = "default", quantize: 
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a published bundle gets the usual permissions
         with tempfile.TemporaryDirectory(prefix="dim_tf_export-") as scratch:
             meta = _build(model_dir, tmp, scratch, variant, quantize, data_dir, representative_samples,
-                          verify_images, checks, log)
+                          verify_images, checks, log, views)
         _publish(tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -379,8 +380,9 @@ def export_bundle(model_dir: str, out: str, variant: str = "default", quantize: 
 
 
 def _build(model_dir, tmp, scratch, variant, quantize, data_dir, representative_samples, verify_images, checks,
-           log) -> dict:
+           log, views=False) -> dict:
     from dim_tf import data, model_dir as md, predict, registry
+    from dim_tf.export import views as views_mod
 
     t0 = time.time()
     trained, manifest = md.load(model_dir)
@@ -405,7 +407,7 @@ def _build(model_dir, tmp, scratch, variant, quantize, data_dir, representative_
     if float_bytes is None or len(float_bytes) == 0:
         raise ExportError("the TFLite converter returned an empty float model")
     files = {}
-    rep_info = None
+    rep_info = representative = None
     if quantize == "int8":
         rng = np.random.default_rng(0)
         n = min(representative_samples, len(dataset.train))
@@ -428,6 +430,10 @@ def _build(model_dir, tmp, scratch, variant, quantize, data_dir, representative_
     else:
         files[MODEL_FILE] = float_bytes
     files[LABELS_FILE] = ("\n".join(names) + "\n").encode()
+    if views and views_mod.supported(model):  # the page's pictures: D(x) and F_i(D(x)) (dim_tf.export.views)
+        files[views_mod.VIEWS_FILE] = views_mod.convert(model, scratch, quantize, representative)
+    elif views:
+        log(f"{model_name} has no internal models: no {views_mod.VIEWS_FILE}")
     for filename, content in files.items():
         with open(os.path.join(tmp, filename), "wb") as f:
             f.write(content)
@@ -488,6 +494,10 @@ def _build(model_dir, tmp, scratch, variant, quantize, data_dir, representative_
         if binarize:
             summary["threshold_check"] = _threshold_check(scores[n_test:])
         verification[filename] = summary
+        if which == "quantized" and views_mod.VIEWS_FILE in files:
+            views_summary, views_problems = views_mod.verify(model, os.path.join(tmp, views_mod.VIEWS_FILE),
+                                                             images_u8[:n_test], scores[:n_test], scratch)
+            problems += views_problems
         log(f"{filename}: accuracy {summary['accuracy']:.4f} (keras {verification['keras']['accuracy']:.4f}), "
             f"agreement {summary['agreement_with_keras']:.4f} ({summary['disagreements']} of {n_test} differ), "
             f"{summary['seconds']:.1f}s")
@@ -544,6 +554,7 @@ def _build(model_dir, tmp, scratch, variant, quantize, data_dir, representative_
                      "test_images": n_test},
         "verification": verification,
         "versions": _versions(md),
+        "views": views_mod.describe(views_summary, quantize) if views_mod.VIEWS_FILE in files else None,
         "seconds": round(time.time() - t0, 1),
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
