@@ -17,7 +17,7 @@ import sys
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 FLAGS = flags.FLAGS
 
@@ -143,5 +143,7 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
+    from dim_tf import console
+
     define_flags()
-    app.run(main)
+    console.run(main)

@@ -11,7 +11,7 @@ import math
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 FLAGS = flags.FLAGS
 
@@ -134,5 +134,7 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
+    from dim_tf import console
+
     define_flags()
-    app.run(main)
+    console.run(main)

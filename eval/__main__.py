@@ -1,9 +1,12 @@
 """`python -m dim_tf.eval --model_dir DIR --attack pgd ...` (see dim_tf.eval.cli)."""
 
 if __name__ == "__main__":
-    from absl import app
+    from absl import flags
 
+    from dim_tf import console
+    from dim_tf.eval import cli
     from dim_tf.eval.cli import define_flags, main
 
     define_flags()
-    app.run(main)
+    flags.adopt_module_key_flags(cli)  # --help lists the flags
+    console.run(main)

@@ -316,7 +316,7 @@ def define_flags() -> None:
 
 
 if __name__ == "__main__":
-    from absl import app
+    from dim_tf import console
 
     define_flags()
-    app.run(main)
+    console.run(main)

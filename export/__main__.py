@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
 FLAGS = flags.FLAGS
 
@@ -68,6 +68,8 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
+    from dim_tf import console
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     define_flags()
-    app.run(main)
+    console.run(main)

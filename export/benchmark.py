@@ -109,8 +109,8 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    from absl import app
+    from dim_tf import console
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     define_flags()
-    app.run(main)
+    console.run(main)

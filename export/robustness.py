@@ -329,9 +329,11 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    from absl import app, logging
+    from absl import logging
+
+    from dim_tf import console
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.set_verbosity(logging.WARNING)
     define_flags()
-    app.run(main)
+    console.run(main)
