@@ -119,6 +119,7 @@ def verify(model, path: str, images_u8: np.ndarray, scores: np.ndarray | None, s
     if scores is not None:  # the pictures' sums divided as the runtime divides, against model.tflite's scores
         mine = r.sum(axis=(2, 3, 4)) / np.maximum(d.sum(axis=(1, 2, 3)), 1.0)[:, None]
         summary["scores_from_pictures_max_abs_diff_vs_model"] = float(np.max(np.abs(mine - scores)))
+        summary["scores_from_pictures_median_abs_diff_vs_model"] = float(np.median(np.abs(mine - scores)))
         summary["scores_from_pictures_label_agreement"] = float(np.mean(mine.argmax(1) == scores.argmax(1)))
     problems = []
     if not summary["finite"]:

@@ -194,6 +194,17 @@ def test_a_drawn_stroke_changes_the_prediction(page, bundles):
     assert drawn["scores"] != blank["scores"]
 
 
+def test_touch_draws_too(page):
+    page.call("(d) => d.selectModel('cnn')")  # the untrained DIM's int8 scores are the same for every image
+    page.page.click("#clear")
+    before = page.call("(d) => d.current()")
+    box = page.page.locator("#pad").bounding_box()
+    page.page.touchscreen.tap(box["x"] + 140, box["y"] + 140)
+    page.page.wait_for_function(f"window.dimweb.current().predictions > {before['predictions']}")
+    after = page.call("(d) => d.current()")
+    assert after["source"] == "drawing" and max(after["input"]) == 255 and after["scores"] != before["scores"]
+
+
 def test_blank_canvas_is_a_clear_message_not_a_crash(page):
     for model_id in ("dim", "bidim"):
         page.call("(d, id) => d.selectModel(id)", model_id)

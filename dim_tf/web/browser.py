@@ -81,7 +81,8 @@ def chromium():
     executable = find_chromium()
     with tempfile.TemporaryDirectory(prefix="dim_tf_chromium-") as profile, sync_playwright() as p:
         context = p.chromium.launch_persistent_context(profile, executable_path=executable, headless=True,
-                                                       args=CHROMIUM_ARGS, viewport={"width": 1360, "height": 900})
+                                                       args=CHROMIUM_ARGS, viewport={"width": 1360, "height": 900},
+                                                       has_touch=True)
         try:
             yield context
         finally:

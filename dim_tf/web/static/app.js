@@ -197,7 +197,11 @@ function padPixels() {
 let drawing = null;
 pad.addEventListener('pointerdown', (e) => {
   e.preventDefault();
-  pad.setPointerCapture(e.pointerId);
+  try {
+    pad.setPointerCapture(e.pointerId);  // keep the stroke when the finger or mouse leaves the canvas
+  } catch (err) {
+    // a synthetic event has no capturable pointer; drawing works without it
+  }
   drawing = {x: e.offsetX * pad.width / pad.clientWidth, y: e.offsetY * pad.height / pad.clientHeight};
   padCtx.fillStyle = '#fff';
   padCtx.beginPath();
