@@ -1,5 +1,6 @@
-"""A trained model's folder: `config.json` (written first), checkpoints/, logs/, `model.keras` and `manifest.json`
-(written last). Every file is written atomically (temporary file, then rename)."""
+"""A trained model's folder: `config.json` (written once the settings are valid and the data loaded),
+checkpoints/, logs/, `model.keras` and `manifest.json` (written last). Every file is written atomically (temporary
+file, then rename)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import tempfile
 
 import keras
@@ -62,24 +64,90 @@ def library_versions() -> dict:
     return versions
 
 
-def prepare(model_dir: str, config) -> None:
-    """Creates `model_dir` (checking it is writable) and records `config`; a re-run must match the stored one."""
+def _check_writable(model_dir: str) -> None:
+    """Raises `ModelDirError` unless `model_dir` is a writable folder or can be created as one (creates nothing)."""
+    folder = os.path.abspath(model_dir)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise ModelDirError(f"--model_dir {model_dir!r} is not writable ({folder} is a file, not a folder); "
+                            "pick another folder")
+    if folder != os.path.abspath(model_dir):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ModelDirError(f"--model_dir {model_dir!r} is not writable (cannot create it in {folder}); "
+                                "pick another folder")
+        return
     try:
-        os.makedirs(model_dir, exist_ok=True)
         with tempfile.TemporaryFile(dir=model_dir):
             pass
     except OSError as e:
         raise ModelDirError(f"--model_dir {model_dir!r} is not writable ({e.strerror}); pick another folder") from e
-    wanted = dataclasses.asdict(config)
+
+
+def stored_config(model_dir: str) -> dict | None:
+    """The settings recorded in `model_dir/config.json`, None when there are none."""
     path = os.path.join(model_dir, CONFIG)
-    if os.path.exists(path):
-        with open(path) as f:  # a setting added after the run began counts as its default
-            stored = {**dataclasses.asdict(type(config)()), **json.load(f)}
-        differs = {k: (stored.get(k), v) for k, v in wanted.items() if k != "epochs" and stored.get(k) != v}
-        if differs:
-            raise ModelDirError(f"{model_dir} holds a run with other settings {differs} (stored, asked); "
-                                "use a new --model_dir or the stored settings")
-    write_json(path, wanted)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ModelDirError(f"{path} is unreadable or corrupt ({e}); delete it and re-run the command with the "
+                            "run's settings") from e
+    if not isinstance(stored, dict):
+        raise ModelDirError(f"{path} holds no settings; delete it and re-run the command with the run's settings")
+    return stored
+
+
+def finished_epochs(model_dir: str) -> dict[str, int]:
+    """Per training stage, in the order they were saved, the last epoch checkpointed in
+    `model_dir/checkpoints/<stage>` (read without TensorFlow)."""
+    root = os.path.join(model_dir, "checkpoints")
+    found = []
+    for stage in os.listdir(root) if os.path.isdir(root) else []:
+        state = os.path.join(root, stage, "checkpoint")
+        try:
+            with open(state) as f:
+                match = re.search(r'^model_checkpoint_path: "(?:.*/)?ckpt-(\d+)"', f.read(), re.M)
+            saved = os.path.getmtime(state)
+        except OSError:
+            continue
+        if match:
+            found.append((saved, stage, int(match.group(1))))
+    return {stage: epoch for _, stage, epoch in sorted(found)}
+
+
+def has_progress(model_dir: str) -> bool:
+    """Whether `model_dir` holds anything a re-run would reuse: an epoch checkpoint or a finished model."""
+    return bool(finished_epochs(model_dir)) or any(
+        os.path.exists(os.path.join(model_dir, name)) for name in (MODEL_FILE, MANIFEST))
+
+
+def prepare(model_dir: str, config) -> None:
+    """Checks that `model_dir` can take a run with `config`, before any work and without writing anything: the
+    folder is writable (or can be created), and a run there that finished an epoch has the same settings (the
+    stored settings of a run that never finished one lock nothing). `record_config` writes them."""
+    _check_writable(model_dir)
+    stored = stored_config(model_dir)
+    if stored is None or not has_progress(model_dir):
+        return
+    stored = {**dataclasses.asdict(type(config)()), **stored}  # a setting added after the run began: its default
+    wanted = dataclasses.asdict(config)
+    differs = {k: (stored.get(k), v) for k, v in wanted.items() if k != "epochs" and stored.get(k) != v}
+    if differs:
+        raise ModelDirError(f"{model_dir} holds a run with other settings {differs} (stored, asked); re-run "
+                            f"without those flags to resume it (`python -m dim_tf.train --model_dir {model_dir}`), "
+                            "or use a new --model_dir")
+
+
+def record_config(model_dir: str, config) -> None:
+    """Creates `model_dir` and writes `config` as its config.json (call once the settings and data are known good)."""
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+    except OSError as e:
+        raise ModelDirError(f"--model_dir {model_dir!r} is not writable ({e.strerror}); pick another folder") from e
+    write_json(os.path.join(model_dir, CONFIG), dataclasses.asdict(config))
 
 
 def save_model(model: keras.Model, model_dir: str) -> str:

@@ -4,7 +4,8 @@ Models: dim (denoiser, then the ten internal models on its output), im, single_i
 cnn, madry (PGD adversarial training), abs (Schott et al.'s ten class-conditional VAEs). biDIM, biCNN and biABS
 need no training of their own: they are inference variants (binarization at 0.5) of dim, cnn and abs, and their
 accuracy is reported in the manifest.
-A re-run on the same --model_dir resumes from the last epoch checkpoint.
+A re-run on the same --model_dir resumes from the last epoch checkpoint; `--model_dir DIR` alone resumes with the
+settings stored there.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import dataclasses
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 from dim_tf.distribute import STRATEGIES
 
@@ -78,10 +79,11 @@ def train(cfg, model_dir: str, data_dir: str | None, strategy, log=print) -> dic
     from dim_tf import data, model_dir as md, predict, registry
     from dim_tf.training.loop import run_stage
 
-    md.prepare(model_dir, cfg)
+    md.prepare(model_dir, cfg)  # writes nothing: a start that fails on its settings or data leaves no trace
     keras.utils.set_random_seed(cfg.seed)
     dataset = data.load(cfg.dataset, data_dir)
     train_split = dataset.train.take(cfg.train_examples)
+    md.record_config(model_dir, cfg)
     log(f"{cfg.model} on {cfg.dataset} ({dataset.source}): {len(train_split)} training examples, "
         f"{strategy.num_replicas_in_sync} replica(s)")
     with strategy.scope():
@@ -117,6 +119,28 @@ def train(cfg, model_dir: str, data_dir: str | None, strategy, log=print) -> dic
     return manifest
 
 
+def settings(model_dir: str, cfg, given):
+    """The run's settings: `cfg` (from the flags), except that every setting not `given` on the command line comes
+    from `model_dir/config.json` when the folder holds a run, so `--model_dir DIR` alone resumes it as started."""
+    from dim_tf import model_dir as md
+
+    stored = md.stored_config(model_dir) or {}
+    return dataclasses.replace(cfg, **{f.name: stored[f.name] for f in dataclasses.fields(cfg)
+                                       if f.name in stored and f.name not in given})
+
+
+def interrupted(model_dir: str) -> str:
+    """The one line a Ctrl-C prints: what is saved and how to go on."""
+    from dim_tf import model_dir as md
+
+    done = md.finished_epochs(model_dir)
+    if not done:
+        return "interrupted before the first epoch finished (nothing saved); re-run the same command to start again"
+    stage, epoch = list(done.items())[-1]
+    return (f"interrupted after epoch {epoch} of the {stage} stage (saved in {model_dir}/checkpoints); re-run the "
+            "same command to resume")
+
+
 def main(argv) -> int:
     del argv
     from dim_tf import distribute
@@ -124,13 +148,19 @@ def main(argv) -> int:
     distribute.split_cpu(FLAGS.cpu_devices)
     try:
         cfg = config_from_flags()
+        cfg = settings(FLAGS.model_dir, cfg, {f.name for f in dataclasses.fields(cfg) if FLAGS[f.name].present})
         train(cfg, FLAGS.model_dir, FLAGS.data_dir, distribute.strategy_from_flag(FLAGS.strategy))
     except ValueError as e:  # DataError, ModelDirError, bad flags: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(interrupted(FLAGS.model_dir), file=sys.stderr)
+        return 130
     return 0
 
 
 if __name__ == "__main__":
+    from dim_tf import console
+
     define_flags()
-    app.run(main)
+    console.run(main)

@@ -222,6 +222,8 @@ def test_settings_added_later_keep_older_run_folders_resumable(tmp_path):
     cfg = registry.TrainConfig(model="abs")
     stored = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "abs_augment"}
     (tmp_path / model_dir.CONFIG).write_text(json.dumps(stored))  # written before abs_augment existed
+    (tmp_path / "checkpoints" / "vaes").mkdir(parents=True)  # and it finished an epoch
+    (tmp_path / "checkpoints" / "vaes" / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
     model_dir.prepare(str(tmp_path), cfg)  # the missing setting counts as its default
     (tmp_path / model_dir.CONFIG).write_text(json.dumps(stored))
     with pytest.raises(model_dir.ModelDirError, match="other settings"):

@@ -79,7 +79,10 @@ def test_bad_model_dirs(tmp_path, mnist_folder):
         model_dir.load(str(tmp_path))
     with pytest.raises(model_dir.ModelDirError, match="does not exist"):
         model_dir.load(str(tmp_path / "missing"))
-    model_dir.prepare(str(tmp_path / "run"), registry.TrainConfig(model="cnn"))
+    model_dir.record_config(str(tmp_path / "run"), registry.TrainConfig(model="cnn"))
+    model_dir.prepare(str(tmp_path / "run"), registry.TrainConfig(model="dim"))  # no epoch finished: not locked
+    (tmp_path / "run" / "checkpoints" / "classifier").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "classifier" / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
     with pytest.raises(model_dir.ModelDirError, match="other settings"):
         model_dir.prepare(str(tmp_path / "run"), registry.TrainConfig(model="dim"))
 
