@@ -158,25 +158,62 @@ def save_model(model: keras.Model, model_dir: str) -> str:
     return path
 
 
+def model_kind(model: keras.Model) -> str:
+    """The `dim_tf.train --model` name of a loaded model's architecture (its class name for other models)."""
+    from dim_tf import models, registry
+
+    if isinstance(model, models.DIM):
+        layout = (model.denoiser is not None, bool(model.internal.shared_encoder))
+        return next((name for name, v in registry.DIM_FAMILY.items() if v == layout), "DIM")
+    return {models.CNN: "cnn", models.MadryCNN: "madry", models.ABS: "abs"}.get(type(model), type(model).__name__)
+
+
 def load(model_dir: str) -> tuple[keras.Model, dict]:
-    """Loads (model, manifest) from a finished training run, with safe_mode on."""
+    """Loads (model, manifest) from a finished training run, with safe_mode on. Refuses a manifest whose training
+    ran no epoch, and a model.keras that is not the architecture its manifest names."""
+    import zipfile
+
     import dim_tf.models  # noqa: F401  (registers the custom classes)
+    from dim_tf import registry
 
     manifest_path = os.path.join(model_dir, MANIFEST)
     model_path = os.path.join(model_dir, MODEL_FILE)
-    if not os.path.isdir(model_dir):
+    if not os.path.exists(model_dir):
         raise ModelDirError(f"model dir {model_dir!r} does not exist")
+    if not os.path.isdir(model_dir):
+        raise ModelDirError(f"model dir {model_dir!r} is a file, not a folder; give the training run's folder")
     if not os.path.exists(manifest_path):
-        raise ModelDirError(f"{model_dir} has no {MANIFEST}: training did not finish there; "
-                            f"run `python -m dim_tf.train --model_dir {model_dir}` to finish it")
+        if os.path.exists(os.path.join(model_dir, CONFIG)):
+            raise ModelDirError(f"{model_dir} has no {MANIFEST}: training did not finish there; "
+                                f"run `python -m dim_tf.train --model_dir {model_dir}` to finish it")
+        raise ModelDirError(f"{model_dir} has no {MANIFEST}: no training run was started there; train one with "
+                            f"`python -m dim_tf.train --model MODEL --model_dir {model_dir}`")
     with open(manifest_path) as f:
         try:
             manifest = json.load(f)
         except json.JSONDecodeError as e:
             raise ModelDirError(f"{manifest_path} is corrupt ({e}); re-run training in that folder") from e
+    if not isinstance(manifest, dict):
+        raise ModelDirError(f"{manifest_path} is corrupt (not a JSON object); re-run training in that folder")
+    stages = manifest.get("stages")
+    untrained = sorted(name for name, s in (stages or {}).items() if isinstance(s, dict) and s.get("epochs", 1) < 1)
+    if untrained:
+        raise ModelDirError(f"{model_dir} holds an untrained model (stage {', '.join(untrained)} ran 0 epochs); "
+                            "train it with --epochs >= 1 (and --denoiser_epochs >= 1) in a new --model_dir")
+    if not os.path.isfile(model_path):
+        raise ModelDirError(f"{model_path} is missing; re-run training in that folder")
+    if not zipfile.is_zipfile(model_path):
+        raise ModelDirError(f"{model_path} is truncated or corrupt (not a .keras zip archive); re-run training "
+                            "in that folder")
     try:
         model = keras.saving.load_model(model_path, safe_mode=True)
     except Exception as e:
-        raise ModelDirError(f"{model_path} is missing or corrupt ({type(e).__name__}: {e}); "
-                            "re-run training in that folder") from e
+        raise ModelDirError(f"{model_path} is corrupt ({type(e).__name__}: {e}); re-run training in that "
+                            "folder") from e
+    name = manifest.get("model")
+    if name in registry.MODELS and model_kind(model) != name:
+        raise ModelDirError(f"{model_path} holds a {model_kind(model)} model but {manifest_path} says {name!r}: "
+                            f"the two files come from different runs; re-run `python -m dim_tf.train --model_dir "
+                            f"{model_dir}` (it rebuilds both from the folder's checkpoints) or train in a new "
+                            "--model_dir")
     return model, manifest

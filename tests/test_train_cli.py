@@ -93,7 +93,7 @@ def test_corrupt_checkpoint_and_model_are_clear_errors(tmp_path, mnist_folder):
     data_file = next(p for p in (tmp_path / "checkpoints" / "internal").iterdir() if ".data-" in p.name)
     data_file.write_bytes(b"garbage")
     (tmp_path / model_dir.MODEL_FILE).write_bytes(b"garbage")
-    with pytest.raises(model_dir.ModelDirError, match="missing or corrupt"):
+    with pytest.raises(model_dir.ModelDirError, match="truncated or corrupt"):
         model_dir.load(str(tmp_path))
     out = run(cmd)
     assert out.returncode == 2 and "corrupt" in out.stderr, out.stderr[-2000:]
