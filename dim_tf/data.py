@@ -2,16 +2,22 @@
 
 Images are NHWC float32 in [0, 1] with shape [N, 28, 28, 1]; labels are int32 in [0, 9].
 Sources, in order: an explicit `data_dir`, the env `DIM_TF_DATA_DIR` (a folder with the four LeCun IDX
-files, `.gz` or plain), then tensorflow-datasets. A local folder never touches the network.
+files, `.gz` or plain), then tensorflow-datasets. A local folder never touches the network; without one, and
+with nothing in tensorflow-datasets' cache, an unreachable download host is an error within seconds.
 The validation split is the last `VALIDATION_SIZE` training images (fixed, never shuffled in).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import gzip
 import os
+import socket
 import struct
+import threading
+import urllib.parse
+import urllib.request
 
 import numpy as np
 
@@ -22,6 +28,10 @@ IMAGE_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
 _IMAGE_MAGIC = 2051
 _LABEL_MAGIC = 2049
+# Where tensorflow-datasets downloads from; probed first (PROBE_SECONDS) so that an offline start fails fast.
+DOWNLOAD_URLS = {"mnist": "https://storage.googleapis.com/cvdf-datasets/mnist/",
+                 "fashion_mnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"}
+PROBE_SECONDS = 3.0
 _SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60000),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10000),
@@ -62,16 +72,17 @@ class Dataset:
     test: Split
 
 
-def _open_idx(folder: str, stem: str) -> bytes:
+def _open_idx(folder: str, stem: str) -> tuple[str, bytes]:
+    """(the path read, its bytes) of `stem`.gz or `stem` in `folder`."""
     for name in (stem + ".gz", stem):
-        path = os.path.join(folder, name)
+        path = os.path.join(os.path.abspath(folder), name)
         if os.path.exists(path):
             try:
                 if name.endswith(".gz"):
                     with gzip.open(path, "rb") as f:
-                        return f.read()
+                        return path, f.read()
                 with open(path, "rb") as f:
-                    return f.read()
+                    return path, f.read()
             except (OSError, EOFError, gzip.BadGzipFile) as e:
                 raise DataError(f"{path} is not a readable (gzipped) IDX file ({e}); replace it with the original") from e
     raise DataError(f"{os.path.join(folder, stem)}[.gz] not found; the folder must hold the four LeCun IDX files")
@@ -101,25 +112,64 @@ def parse_idx(raw: bytes, magic: int, dims: tuple[int, ...], what: str) -> np.nd
 def load_idx_split(folder: str, split: str) -> Split:
     """Reads one split ("train" or "test") from a folder of LeCun IDX files."""
     image_stem, label_stem, count = _SPLIT_FILES[split]
-    images = parse_idx(_open_idx(folder, image_stem), _IMAGE_MAGIC, (count, 28, 28), image_stem)
-    labels = parse_idx(_open_idx(folder, label_stem), _LABEL_MAGIC, (count,), label_stem)
+    image_path, raw_images = _open_idx(folder, image_stem)
+    images = parse_idx(raw_images, _IMAGE_MAGIC, (count, 28, 28), image_path)
+    label_path, raw_labels = _open_idx(folder, label_stem)
+    labels = parse_idx(raw_labels, _LABEL_MAGIC, (count,), label_path)
     if labels.max() >= NUM_CLASSES:
-        raise DataError(f"{label_stem}: label {labels.max()} is outside 0..9; wrong or corrupt file")
+        raise DataError(f"{label_path}: label {labels.max()} is outside 0..9; wrong or corrupt file")
     return Split(images[..., None].astype(np.float32) / 255.0, labels.astype(np.int32))
 
 
+def _tfds_cached(name: str) -> bool:
+    """Whether tensorflow-datasets has `name` prepared in its data folder ($TFDS_DATA_DIR or ~/tensorflow_datasets)."""
+    root = os.environ.get("TFDS_DATA_DIR") or os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
+    return bool(glob.glob(os.path.join(root, name, "*", "dataset_info.json")))
+
+
+def unreachable(url: str, timeout: float | None = None) -> str | None:
+    """None if a TCP connection to `url`'s host (or to the configured proxy) opens within `timeout` seconds
+    (default `PROBE_SECONDS`), else why not. Runs in a thread, so that a name lookup that hangs cannot hold the
+    caller longer either."""
+    timeout = PROBE_SECONDS if timeout is None else timeout
+    target = urllib.parse.urlparse(url)
+    proxy = urllib.request.getproxies().get(target.scheme)
+    if proxy and not urllib.request.proxy_bypass(target.hostname):
+        target = urllib.parse.urlparse(proxy if "://" in proxy else "http://" + proxy)
+    host, port = target.hostname, target.port or (443 if target.scheme == "https" else 80)
+    outcome = []
+
+    def probe():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as e:
+            outcome.append(f"cannot reach {host}:{port}: {e.strerror or e}")
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return outcome[0] if outcome else f"no answer from {host}:{port} within {timeout:g} s"
+
+
 def _load_tfds(name: str, data_dir: str | None) -> tuple[Split, Split]:
+    offline = None if _tfds_cached(name) else unreachable(DOWNLOAD_URLS.get(name, DOWNLOAD_URLS["mnist"]))
+    if offline:  # fail in seconds: tensorflow-datasets would retry the download for minutes
+        raise DataError(_tfds_failure(name, f"offline? {offline}"))
     try:
         import tensorflow_datasets as tfds
 
         splits = tfds.as_numpy(tfds.load(name, split=["train", "test"], batch_size=-1, as_supervised=True,
                                          data_dir=data_dir))
     except Exception as e:  # tfds raises many kinds of errors when offline
-        raise DataError(
-            f"tensorflow-datasets could not load {name!r} ({type(e).__name__}: {e}). Either give a folder with the "
-            f"four LeCun IDX files via --data_dir or ${DATA_DIR_ENV}, or run once with network access so that "
-            f"tensorflow-datasets can download and cache it.") from e
+        raise DataError(_tfds_failure(name, f"{type(e).__name__}: {e}")) from e
     return tuple(Split(x.astype(np.float32) / 255.0, y.astype(np.int32)) for x, y in splits)
+
+
+def _tfds_failure(name: str, reason: str) -> str:
+    return (f"tensorflow-datasets could not load {name!r} ({reason}). Either give a folder with the four LeCun IDX "
+            f"files via --data_dir or ${DATA_DIR_ENV}, or run once with network access so that tensorflow-datasets "
+            "can download and cache it.")
 
 
 def resolve_data_dir(data_dir: str | None) -> str | None:
@@ -133,9 +183,20 @@ def load(name: str = "mnist", data_dir: str | None = None) -> Dataset:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     folder = resolve_data_dir(data_dir)
     if folder:
+        where, fix = "", "pass a folder with the four LeCun IDX files"
+        if folder == os.environ.get(DATA_DIR_ENV):  # named by the environment (callers may pass its value on)
+            where = f" (from ${DATA_DIR_ENV})"
+            fix = f"set ${DATA_DIR_ENV} to a folder with the four LeCun IDX files, or unset it"
+        if not os.path.exists(folder):
+            raise DataError(f"data folder {folder!r}{where} does not exist; {fix}")
         if not os.path.isdir(folder):
-            raise DataError(f"data folder {folder!r} does not exist; pass a folder with the four LeCun IDX files")
-        train, test = load_idx_split(folder, "train"), load_idx_split(folder, "test")
+            raise DataError(f"data folder {folder!r}{where} is a file, not a folder; {fix}")
+        try:
+            train, test = load_idx_split(folder, "train"), load_idx_split(folder, "test")
+        except DataError as e:
+            if not where:
+                raise
+            raise DataError(f"{e} (the folder comes from ${DATA_DIR_ENV}; fix or unset it)") from e
         source = os.path.abspath(folder)
     else:
         train, test = _load_tfds(name, None)
