@@ -105,6 +105,8 @@ def validate(opts) -> dict:
         raise EvalError(f"unknown --bi_gradient {opts.bi_gradient!r}; choose one of {', '.join(BI_GRADIENTS)}")
     check_run_flags(opts)
     params = row.resolve_params(parse_params(opts.params))
+    if opts.output:
+        check_output(opts.output)
     return {"row": row, "norm": norm, "eps": eps, "params": params}
 
 
@@ -130,9 +132,27 @@ def default_output(model_dir: str, variant_name: str, attack: str, norm: str) ->
     return os.path.join(model_dir, "eval", f"{variant_name}-{attack}-{norm}.json")
 
 
+def check_output(path: str) -> None:
+    """Refuses a result path that cannot be written, creating nothing (before any work)."""
+    from dim_tf.eval.threat import EvalError
+
+    if os.path.isdir(path):
+        raise EvalError(f"--output {path!r} is a folder; give the result's file name, e.g. "
+                        f"{os.path.join(path, 'result.json')}")
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise EvalError(f"cannot write the result to {path!r} ({folder} is a file, not a folder); pick another "
+                        "--output")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise EvalError(f"cannot write the result to {path!r} ({folder} is not writable); pick another --output")
+
+
 def check_writable(path: str) -> None:
     from dim_tf.eval.threat import EvalError
 
+    check_output(path)
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
