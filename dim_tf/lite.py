@@ -3,8 +3,9 @@
     python -m dim_tf.lite BUNDLE IMAGE [IMAGE ...] [--float] [--invert] [--json]
 
 prints each image's label and its ten scores. Images: PNG/JPEG (needs Pillow; colour is converted to grayscale,
-other sizes are resized to 28x28 with a warning) or NPY ([28, 28], [28, 28, 1] or [1, 28, 28, 1]; uint8 0..255
-or float in [0, 1]). MNIST digits are light on a black background: pass --invert for dark-on-light drawings.
+16-bit grayscale is scaled to 8 bits, other sizes are resized to 28x28, each with a warning) or NPY ([28, 28],
+[28, 28, 1] or [1, 28, 28, 1]; uint8 0..255 or float in [0, 1]). MNIST digits are light on a black background:
+pass --invert for dark-on-light drawings.
 
 Python API:
 
@@ -32,6 +33,7 @@ import warnings
 
 import numpy as np
 
+from dim_tf import console
 from dim_tf.validation import InputError
 
 BUNDLE_JSON = "bundle.json"
@@ -40,6 +42,7 @@ FORMAT_VERSION = 1
 IMAGE_SHAPE = (28, 28, 1)
 MODELS = ("quantized", "float")
 CHUNK = 1000  # images per interpreter call in `predict`
+WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # Pillow's 16- and 32-bit grayscale
 
 
 class BundleError(ValueError):
@@ -91,6 +94,18 @@ def as_batch(images) -> np.ndarray:
     raise InputError(f"images must be uint8 0..255 or float in [0, 1], got dtype {x.dtype}")
 
 
+def _wide_gray_to_8bit(path: str, img) -> np.ndarray:
+    """A 16-bit (or 32-bit integer) grayscale image's levels as uint8: 0..65535 scaled to 0..255 (warns)."""
+    x = np.asarray(img).astype(np.int64)
+    lo, hi = int(x.min()), int(x.max())
+    if img.mode == "I" and 0 <= lo and hi <= 255:  # 8-bit levels stored as 32-bit integers
+        return x.astype(np.uint8)
+    if lo < 0 or hi > 65535:
+        raise ImageError(f"{path}: {img.mode} grayscale levels {lo}..{hi} are outside 16 bits; save it as 8-bit")
+    warnings.warn(f"{path}: 16-bit grayscale image scaled to 8 bits (0..65535 -> 0..255)", stacklevel=3)
+    return np.round(x / 257.0).astype(np.uint8)
+
+
 def load_image(path: str, invert: bool = False) -> np.ndarray:
     """One image file (PNG/JPEG via Pillow, or NPY) as uint8 or float32 [28, 28, 1]; warns when it converts."""
     if not os.path.isfile(path):
@@ -121,7 +136,9 @@ def load_image(path: str, invert: bool = False) -> np.ndarray:
         try:
             with Image.open(path) as img:
                 img.load()
-                if img.mode != "L":
+                if img.mode in WIDE_GRAY_MODES:  # convert("L") would clip every level above 255 to white
+                    img = Image.fromarray(_wide_gray_to_8bit(path, img))
+                elif img.mode != "L":
                     warnings.warn(f"{path}: {img.mode} image converted to 8-bit grayscale", stacklevel=2)
                     img = img.convert("L")
                 if img.size != IMAGE_SHAPE[:2]:
@@ -129,6 +146,8 @@ def load_image(path: str, invert: bool = False) -> np.ndarray:
                                   "trained on centred 28x28 digits, so expect lower accuracy", stacklevel=2)
                     img = img.resize(IMAGE_SHAPE[:2], Image.Resampling.LANCZOS)
                 x = np.asarray(img, dtype=np.uint8)[..., None]
+        except ImageError:
+            raise
         except (UnidentifiedImageError, OSError, ValueError) as e:
             raise ImageError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
     if invert:
@@ -206,7 +225,8 @@ class Runner:
             raise InputError(f"model input is {self.input_dtype}, got {x.dtype}")
         if x.shape[0] != self._batch:
             self.interpreter.resize_tensor_input(self.input["index"], list(x.shape))
-            self.interpreter.allocate_tensors()
+            with console.quiet_stderr():  # applying the XNNPACK delegate prints an INFO line
+                self.interpreter.allocate_tensors()
             self._batch = x.shape[0]
         self.interpreter.set_tensor(self.input["index"], np.ascontiguousarray(x))
         self.interpreter.invoke()
