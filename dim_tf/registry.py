@@ -9,7 +9,7 @@ import numpy as np
 
 from dim_tf import data, predict
 from dim_tf.models import ABS, CNN, DIM, BinarizedInput, Denoiser, InternalModels, MadryCNN
-from dim_tf.training import augment, calibrate, objectives
+from dim_tf.training import adversarial, augment, calibrate, objectives
 from dim_tf.training.loop import Stage
 
 # name -> (has a denoiser, shares one encoder across the internal models); None for the CNN baselines.
@@ -36,12 +36,17 @@ class TrainConfig:
     own_class_weight: float = 9.0
     score_weight: float = 0.2
     score_temperature: float = 30.0
-    binarized_fraction: float = 0.25
+    binarized_fraction: float | None = None  # None: 0.25 for the DIM family, 0 for the CNNs (see `bi_fraction`)
     noise_warmup_steps: int = 1000
+    adversarial: str | None = None  # none, pgd, fgsm_rs; None: pgd for madry, none for the rest (see `attack`)
     adv_eps: float = 0.3
     adv_steps: int = 40
-    adv_step_size: float = 0.01
+    adv_step_size: float | None = None  # None: adversarial.default_step_size
     adv_warmup_steps: int = 150
+    adv_target: str = "clean"  # DIM family: what the internal models reconstruct from D(x_adv)
+    adv_monitor_examples: int = 500  # validation images of the per-epoch PGD probe (collapse detector)
+    adv_monitor_steps: int = 10
+    adv_collapse_drop: float = 0.2
     abs_samples: int | None = None  # None: ABS's default (8000); None keeps older run folders resumable
     abs_steps: int | None = None  # None: ABS's default (50)
     abs_augment: float = 0.0  # probability of each random distortion of the VAEs' training images (original: 0.1)
@@ -52,6 +57,50 @@ class TrainConfig:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)} "
                              "(biDIM and biCNN are inference variants of dim and cnn: no separate training)")
         augment.check_probability(self.abs_augment)
+        for name in ("epochs", "denoiser_epochs", "batch_size", "train_examples", "adv_steps", "adv_monitor_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be >= 1, got {value}")
+        if self.adversarial is not None and self.adversarial not in adversarial.METHODS:
+            raise ValueError(f"unknown --adversarial {self.adversarial!r}; choose one of {', '.join(adversarial.METHODS)}")
+        if self.model == "abs" and self.attack_method != "none":
+            raise ValueError("--adversarial is not supported for abs (its inference is 50 Adam steps per class: "
+                             "an attack per training batch would cost hours); train it with --adversarial none")
+        if self.model == "madry" and self.attack_method == "none":
+            raise ValueError("madry is Madry et al.'s network trained adversarially; for plain training use --model cnn")
+        if not 0 < self.adv_eps <= 1:
+            raise ValueError(f"--adv_eps must lie in (0, 1] (an L-inf radius on [0, 1] pixels), got {self.adv_eps}")
+        if self.adv_step_size is not None and not 0 < self.adv_step_size <= 1:
+            raise ValueError(f"--adv_step_size must lie in (0, 1], got {self.adv_step_size}")
+        if self.adv_target not in ("clean", "adversarial"):
+            raise ValueError(f"--adv_target must be clean or adversarial, got {self.adv_target!r}")
+        if self.adv_monitor_examples < 0 or not 0 < self.adv_collapse_drop <= 1:
+            raise ValueError("--adv_monitor_examples must be >= 0 and --adv_collapse_drop in (0, 1]")
+        if self.binarized_fraction is not None and not 0 <= self.binarized_fraction <= 1:
+            raise ValueError(f"--binarized_fraction must lie in [0, 1], got {self.binarized_fraction}")
+        if self.model in ("madry", "abs") and self.bi_fraction > 0:
+            raise ValueError(f"--binarized_fraction applies to the DIM family and cnn, not to {self.model}")
+
+    @property
+    def attack_method(self) -> str:
+        """The training attack: --adversarial, else pgd for madry and none for every other model."""
+        return self.adversarial or ("pgd" if self.model == "madry" else "none")
+
+    @property
+    def bi_fraction(self) -> float:
+        """The share of each training batch binarized at 0.5: --binarized_fraction, else 0.25 for the DIM family
+        (its weights serve biDIM too) and 0 for the others."""
+        if self.binarized_fraction is not None:
+            return self.binarized_fraction
+        return 0.25 if self.model in DIM_FAMILY else 0.0
+
+    def attack(self) -> adversarial.LinfAttack | None:
+        """The training attack's settings, None without adversarial training."""
+        method = self.attack_method
+        if method == "none":
+            return None
+        step = self.adv_step_size or adversarial.default_step_size(method, self.adv_eps, self.adv_steps)
+        return adversarial.LinfAttack(method, self.adv_eps, self.adv_steps, step)
         if self.abs_calibration_examples < 0:
             raise ValueError(f"--abs_calibration_examples must be >= 0, got {self.abs_calibration_examples}")
 
@@ -117,16 +166,37 @@ def calibrate_abs(cfg: TrainConfig, model: keras.Model, validation: data.Split, 
             "cross_entropy": {"before": before, "after": after}, "validation_accuracy": accuracy}
 
 
+def robustness_probe(cfg: TrainConfig, model: keras.Model, validation: data.Split):
+    """(validate, collapse check) for adversarial training: PGD-`adv_monitor_steps` accuracy at the training eps
+    on the first `adv_monitor_examples` validation images, of the model and (when training binarizes part of
+    each batch) of its bi- variant through BPDA; (None, None) without adversarial training."""
+    if cfg.attack() is None or cfg.adv_monitor_examples == 0:
+        return None, None
+    x, y = validation.images[:cfg.adv_monitor_examples], validation.labels[:cfg.adv_monitor_examples]
+    scale = cfg.score_temperature if cfg.model in DIM_FAMILY else 1.0  # DIM's scores are not calibrated logits
+    probes = {"val_pgd_accuracy": model}
+    if cfg.bi_fraction > 0:
+        probes["val_bi_pgd_accuracy"] = bi_variant(model, gradient="straight_through")
+
+    def validate():
+        return {name: adversarial.pgd_accuracy(m, x, y, cfg.adv_eps, cfg.adv_monitor_steps, scale, seed=cfg.seed)
+                for name, m in probes.items()}
+
+    return validate, adversarial.CollapseCheck(tuple(probes), cfg.adv_collapse_drop)
+
+
 def stages(cfg: TrainConfig, model: keras.Model, validation: data.Split) -> list[Stage]:
     """The training stages of `model`, in order (the DIM family: denoiser first, then the internal models)."""
     warmup = cfg.noise_warmup_steps
+    bi = bi_variant(model)
+    probe, collapse = robustness_probe(cfg, model, validation)
 
     def val_accuracy():
-        return {"val_accuracy": predict.accuracy(model, validation.images, validation.labels)}
+        metrics = {"val_accuracy": predict.accuracy(model, validation.images, validation.labels)}
+        if bi is not None:
+            metrics["val_bi_accuracy"] = predict.accuracy(bi, validation.images, validation.labels)
+        return {**metrics, **(probe() if probe else {})}
 
-    if cfg.model == "cnn":
-        return [Stage("classifier", model, objectives.ClassifierObjective(model), cfg.epochs, cfg.learning_rate,
-                      val_accuracy)]
     if cfg.model == "abs":
         def val_encoder_accuracy():  # ABS's own inference is far too slow to run every epoch
             x, y = validation.images[:500], validation.labels[:500]
@@ -134,10 +204,9 @@ def stages(cfg: TrainConfig, model: keras.Model, validation: data.Split) -> list
 
         objective = objectives.ABSObjective(model, augment=cfg.abs_augment)
         return [Stage("vaes", model, objective, cfg.epochs, cfg.learning_rate, val_encoder_accuracy)]
-    if cfg.model == "madry":
-        objective = objectives.AdversarialObjective(model, cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size,
-                                                     cfg.adv_warmup_steps)
-        return [Stage("adversarial", model, objective, cfg.epochs, cfg.learning_rate, val_accuracy)]
+    if cfg.model in ("cnn", "madry"):
+        objective = objectives.ClassifierObjective(model, cfg.attack(), cfg.adv_warmup_steps, cfg.bi_fraction)
+        return [Stage("classifier", model, objective, cfg.epochs, cfg.learning_rate, val_accuracy, collapse)]
     result = []
     if model.denoiser is not None:
         denoiser = model.denoiser
@@ -146,16 +215,14 @@ def stages(cfg: TrainConfig, model: keras.Model, validation: data.Split) -> list
             x = validation.images[:1000]
             return {"val_mse": float(keras.ops.mean((denoiser(x) - x) ** 2))}
 
-        objective = objectives.DenoiserObjective(denoiser, cfg.denoiser_noise, warmup, cfg.binarized_fraction)
+        objective = objectives.DenoiserObjective(denoiser, cfg.denoiser_noise, warmup, cfg.bi_fraction)
         result.append(Stage("denoiser", denoiser, objective, cfg.denoiser_epochs, cfg.learning_rate, val_mse))
     objective = objectives.InternalObjective(model.internal, model.denoiser, cfg.internal_noise,
                                              cfg.own_class_weight, warmup, cfg.score_weight, cfg.score_temperature,
-                                             cfg.binarized_fraction)
-    bi = bi_variant(model)
-
-    def val_accuracies():
-        return {**val_accuracy(),
-                "val_bi_accuracy": predict.accuracy(bi, validation.images, validation.labels)}
-
-    result.append(Stage("internal", model.internal, objective, cfg.epochs, cfg.learning_rate, val_accuracies))
+                                             cfg.bi_fraction)
+    if cfg.attack() is not None:
+        objective = objectives.AdversarialInternalObjective(model, objective, cfg.attack(), cfg.adv_warmup_steps,
+                                                            cfg.bi_fraction, cfg.adv_target)
+    result.append(Stage("internal", model.internal, objective, cfg.epochs, cfg.learning_rate, val_accuracy,
+                        collapse))
     return result

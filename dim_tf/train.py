@@ -24,6 +24,7 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     """Registers the command-line flags (only when run as a program)."""
     from dim_tf import data, registry
+    from dim_tf.training import adversarial
 
     d = registry.TrainConfig()
     flags.DEFINE_enum("model", d.model, list(registry.MODELS),
@@ -46,12 +47,24 @@ def define_flags() -> None:
     flags.DEFINE_float("score_temperature", d.score_temperature, "Scores are multiplied by this in that cross-entropy.")
     flags.DEFINE_integer("noise_warmup_steps", d.noise_warmup_steps,
                          "Steps over which the training noise ramps up from 0 (per stage; avoids an all-black collapse).")
-    flags.DEFINE_float("binarized_fraction", d.binarized_fraction, "Fraction of each batch binarized at 0.5 before the "
-                       "denoiser and before the internal models (trains the weights biDIM shares).")
-    flags.DEFINE_float("adv_eps", d.adv_eps, "madry: L-inf radius of the PGD training attack.")
-    flags.DEFINE_integer("adv_steps", d.adv_steps, "madry: PGD steps per training batch.")
-    flags.DEFINE_float("adv_step_size", d.adv_step_size, "madry: PGD step size.")
-    flags.DEFINE_integer("adv_warmup_steps", d.adv_warmup_steps, "madry: steps over which eps ramps up from 0.")
+    flags.DEFINE_float("binarized_fraction", d.binarized_fraction, "Fraction of each batch binarized at 0.5 (the DIM "
+                       "family: before the denoiser and before the internal models; cnn: the input), training the "
+                       "weights biDIM/biCNN share. Default: 0.25 for the DIM family, 0 for cnn.")
+    flags.DEFINE_enum("adversarial", d.adversarial, list(adversarial.METHODS), "Adversarial training: the L-inf "
+                      "attack each batch is replaced by (pgd, or fgsm_rs: FGSM from a random start). Default: pgd for "
+                      "madry, none otherwise.")
+    flags.DEFINE_float("adv_eps", d.adv_eps, "L-inf radius of the training attack, in (0, 1].")
+    flags.DEFINE_integer("adv_steps", d.adv_steps, "PGD steps of the training attack (pgd only).")
+    flags.DEFINE_float("adv_step_size", d.adv_step_size, "Step of the training attack (default: pgd 2.5 eps / steps, "
+                       "fgsm_rs 1.25 eps).")
+    flags.DEFINE_integer("adv_warmup_steps", d.adv_warmup_steps, "Steps over which the training eps ramps up from 0.")
+    flags.DEFINE_enum("adv_target", d.adv_target, ["clean", "adversarial"], "DIM family: the internal models "
+                      "reconstruct D(x) of the clean image (clean) or D(x_adv) (adversarial) from D(x_adv).")
+    flags.DEFINE_integer("adv_monitor_examples", d.adv_monitor_examples, "Validation images of the per-epoch PGD "
+                         "probe that detects catastrophic overfitting (0: off).")
+    flags.DEFINE_integer("adv_monitor_steps", d.adv_monitor_steps, "PGD steps of that probe.")
+    flags.DEFINE_float("adv_collapse_drop", d.adv_collapse_drop, "Stop (keeping the previous epoch's weights) when the "
+                       "probe's accuracy falls this far below its best.")
     flags.DEFINE_integer("abs_samples", d.abs_samples, "abs: prior samples per class in inference (default 8000).")
     flags.DEFINE_integer("abs_steps", d.abs_steps, "abs: Adam steps on the latents in the inference (default 50).")
     flags.DEFINE_float("abs_augment", d.abs_augment, "abs: probability of each random zoom, shear and skew of a "

@@ -40,22 +40,24 @@ class DIM(BuiltByCalling, keras.Model):
         self.binarize, self.binarize_gradient, self.temperature = bool(binarize), binarize_gradient, temperature
         self.binarizer = Binarize(0.5, binarize_gradient, temperature) if self.binarize else None
 
-    def denoise(self, x):
-        """The internal models' input: D(x) (x itself without a denoiser), binarized as configured."""
-        if self.binarizer is not None:
-            x = self.binarizer(x)
+    def denoise(self, x, binarize=None):
+        """The internal models' input: D(x) (x itself without a denoiser), binarized as configured, or by
+        `binarize` (a callable, e.g. adversarial training's per-example binarization) where given."""
+        binarize = binarize or self.binarizer
+        if binarize is not None:
+            x = binarize(x)
         if self.denoiser is not None:
             x = self.denoiser(x)
-            if self.binarizer is not None:
-                x = self.binarizer(x)
+            if binarize is not None:
+                x = binarize(x)
         return x
 
     def scores_from(self, d, reconstructions):
         """See `dim_scores`."""
         return dim_scores(d, reconstructions)
 
-    def call(self, x):
-        d = self.denoise(x)
+    def call(self, x, binarize=None):
+        d = self.denoise(x, binarize)
         return self.scores_from(d, self.internal(d))
 
     def variant(self, binarize: bool, gradient: str = "exact", temperature: float = 0.1) -> "DIM":

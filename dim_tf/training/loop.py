@@ -4,6 +4,7 @@ MultiWorkerMirroredStrategy. A checkpoint per epoch; a re-run resumes from the l
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -14,6 +15,7 @@ import tensorflow as tf
 
 from dim_tf import data
 from dim_tf.model_dir import ModelDirError
+from dim_tf.training import adversarial
 
 
 @dataclasses.dataclass
@@ -26,6 +28,7 @@ class Stage:
     epochs: int
     learning_rate: float
     validate: Callable[[], dict]  # metrics on the validation split, e.g. {"val_accuracy": 0.98}
+    collapse: adversarial.CollapseCheck | None = None  # stops the stage when a robustness metric collapses
 
 
 def make_optimizer(learning_rate: float, total_steps: int) -> keras.optimizers.Optimizer:
@@ -64,7 +67,9 @@ def run_stage(stage: Stage, strategy: tf.distribute.Strategy, train: data.Split,
               seed: int, model_dir: str, log: Callable[[str], None] = print) -> dict:
     """Trains `stage` (built inside `strategy.scope()`), resuming from `model_dir/checkpoints/<stage>`.
 
-    Returns {"epochs", "seconds", "loss", **last validation metrics}; TensorBoard logs go to model_dir/logs/<stage>.
+    Returns {"epochs", "seconds", "loss", "history" (per epoch: loss, seconds, validation metrics), **last
+    validation metrics}, plus "collapsed" (the metric, the epoch it collapsed in, the epoch whose weights were kept)
+    when `stage.collapse` stopped it; TensorBoard logs go to model_dir/logs/<stage>.
     """
     steps_per_epoch = len(train) // global_batch_size
     if steps_per_epoch == 0:
@@ -76,9 +81,11 @@ def run_stage(stage: Stage, strategy: tf.distribute.Strategy, train: data.Split,
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
     last_loss = tf.Variable(float("nan"), dtype=tf.float64, trainable=False, name="loss")
+    history = tf.Variable("[]", dtype=tf.string, trainable=False, name="history")  # JSON list, one dict per epoch
+    collapsed = tf.Variable("", dtype=tf.string, trainable=False, name="collapsed")  # JSON of a collapse, if any
     # Keras 3 models expose no trackable children to tf.train.Checkpoint: list their weights explicitly.
     ckpt = tf.train.Checkpoint(weights=list(stage.model.weights), optimizer=optimizer, epoch=epoch,
-                               seconds=seconds, loss=last_loss)
+                               seconds=seconds, loss=last_loss, history=history, collapsed=collapsed)
     manager = tf.train.CheckpointManager(ckpt, os.path.join(model_dir, "checkpoints", stage.name), max_to_keep=2)
     if manager.latest_checkpoint:
         try:
@@ -90,7 +97,7 @@ def run_stage(stage: Stage, strategy: tf.distribute.Strategy, train: data.Split,
     train_step = make_train_step(strategy, stage.model, stage.objective, optimizer, global_batch_size)
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs", stage.name))
     metrics: dict = {}
-    while int(epoch.numpy()) < stage.epochs:
+    while int(epoch.numpy()) < stage.epochs and not collapsed.numpy():
         e = int(epoch.numpy())
         log(f"[{stage.name}] epoch {e + 1}/{stage.epochs}")
         bar = keras.utils.Progbar(steps_per_epoch, verbose=1 if sys.stdout.isatty() else 2, stateful_metrics=["loss"])
@@ -107,10 +114,29 @@ def run_stage(stage: Stage, strategy: tf.distribute.Strategy, train: data.Split,
             tf.summary.scalar("loss", loss)
             for name, value in metrics.items():
                 tf.summary.scalar(name, value)
-        epoch.assign(e + 1)
-        manager.save(checkpoint_number=e + 1)
         log(f"[{stage.name}] epoch {e + 1}: loss {loss:.5f} " +
             " ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + f" ({time.time() - start:.1f} s)")
+        epochs = json.loads(history.numpy()) + [{"epoch": e + 1, "loss": loss, "seconds": time.time() - start,
+                                                 **metrics}]
+        metric = stage.collapse.collapsed(epochs) if stage.collapse else None
+        if metric and manager.latest_checkpoint:  # back to the weights of the epoch before, and stop
+            spent = seconds.numpy()  # the collapsed epoch's compute still counts
+            ckpt.restore(manager.latest_checkpoint)
+            seconds.assign(spent)
+            kept = int(epoch.numpy())
+            collapsed.assign(json.dumps({"metric": metric, "epoch": e + 1, "kept_epoch": kept}))
+            log(f"[{stage.name}] STOPPED: {metric} collapsed in epoch {e + 1} ({epochs[-1][metric]:.4f}, best "
+                f"{max(h[metric] for h in epochs[:-1]):.4f}: catastrophic overfitting); kept the weights of epoch "
+                f"{kept}. Train with --adversarial pgd, a smaller --adv_step_size or fewer --epochs.")
+            metrics = {k: v for k, v in epochs[-2].items() if k not in ("epoch", "loss", "seconds")}
+        else:
+            epoch.assign(e + 1)
+        history.assign(json.dumps(epochs))
+        manager.save(checkpoint_number=e + 1)
     if not metrics:
         metrics = stage.validate()
-    return {"epochs": stage.epochs, "seconds": float(seconds.numpy()), "loss": float(last_loss.numpy()), **metrics}
+    result = {"epochs": int(epoch.numpy()), "seconds": float(seconds.numpy()), "loss": float(last_loss.numpy()),
+              "history": json.loads(history.numpy()), **metrics}
+    if collapsed.numpy():
+        result["collapsed"] = json.loads(collapsed.numpy())
+    return result

@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 
 from dim_tf.models.dim import dim_scores
-from dim_tf.training import augment
+from dim_tf.training import adversarial, augment
 
 
 def linear_ramp(step, warmup_steps: int):
@@ -83,9 +83,14 @@ class InternalObjective:
     def __call__(self, x, y, step):
         d = x if self.preprocess is None else tf.stop_gradient(self.preprocess(x))
         d = randomly_binarized(d, self.binarized_fraction)
+        return self.losses(d, d, y, step)
+
+    def losses(self, d, target, y, step):
+        """[B] losses of the F_i reading d (plus the ramped noise), reconstructing `target` for the own class;
+        the scores are those of d."""
         k = self.internal.num_classes
         recon = self.internal(ramped_noise(d, self.noise_std, step, self.warmup_steps))
-        per_class = tf.reduce_mean(tf.square(recon - internal_targets(d, y, k)), axis=(2, 3, 4))
+        per_class = tf.reduce_mean(tf.square(recon - internal_targets(target, y, k)), axis=(2, 3, 4))
         weights = 1.0 + (self.own_class_weight - 1.0) * tf.one_hot(y, k)
         loss = tf.reduce_sum(per_class * weights, axis=1) / (self.own_class_weight + k - 1.0)
         if self.score_weight > 0:
@@ -97,46 +102,53 @@ class InternalObjective:
 
 @dataclasses.dataclass
 class ClassifierObjective:
-    """Softmax cross-entropy on the logits of clean inputs."""
+    """Softmax cross-entropy on the logits; with an `attack`, on the attack's examples instead of the clean ones
+    (Madry et al.'s adversarial training; FGSM-RS is Wong et al.'s fast variant). A random `binarized_fraction`
+    of each batch is binarized at 0.5 (straight-through for the attack), so the weights also serve biCNN.
 
-    classifier: keras.Model
-
-    def __call__(self, x, y, step):
-        logits = self.classifier(x, training=True)
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)
-
-
-def pgd_linf(classifier, x, y, eps: float, steps: int, step_size: float):
-    """L-inf PGD with a uniform random start on the cross-entropy (Madry et al.); returns x_adv in [0, 1]."""
-    x_adv = tf.clip_by_value(x + tf.random.uniform(tf.shape(x), -eps, eps), 0.0, 1.0)
-    for _ in tf.range(steps):
-        with tf.GradientTape() as tape:
-            tape.watch(x_adv)
-            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(y, classifier(x_adv))
-        grad = tape.gradient(loss, x_adv)
-        x_adv = x_adv + step_size * tf.sign(grad)
-        x_adv = tf.clip_by_value(tf.clip_by_value(x_adv, x - eps, x + eps), 0.0, 1.0)
-    return tf.stop_gradient(x_adv)
-
-
-@dataclasses.dataclass
-class AdversarialObjective:
-    """Madry et al.'s adversarial training: cross-entropy on PGD examples (L-inf eps, steps, step size).
-
-    eps ramps linearly from 0 to `eps` over `warmup_steps`: at eps 0.3 from the first step a short CPU schedule stays
-    at chance (measured: loss ln 10 = 2.30 after 62 steps of batch 128).
+    eps ramps linearly from 0 over `warmup_steps`: at eps 0.3 from the first step a short CPU schedule of Madry's
+    network stays at chance (measured: loss ln 10 = 2.30 after 62 steps of batch 128).
     """
 
     classifier: keras.Model
-    eps: float
-    steps: int
-    step_size: float
+    attack: adversarial.LinfAttack | None = None
     warmup_steps: int = 0
+    binarized_fraction: float = 0.0
 
     def __call__(self, x, y, step):
-        eps = self.eps * linear_ramp(step, self.warmup_steps)
-        x_adv = pgd_linf(self.classifier, x, y, eps, self.steps, self.step_size)
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(y, self.classifier(x_adv))
+        binarize = adversarial.binarize_where(adversarial.choose(x, self.binarized_fraction))
+        if self.attack is not None:
+            logits_fn = lambda v: self.classifier(binarize(v))  # noqa: E731 (inference mode, as Madry's)
+            eps = self.attack.eps * linear_ramp(step, self.warmup_steps)
+            x = self.attack(adversarial.cross_entropy(logits_fn), x, y, eps)
+        logits = self.classifier(binarize(x), training=True)
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)
+
+
+@dataclasses.dataclass
+class AdversarialInternalObjective:
+    """The internal models' loss (`InternalObjective.losses`) on adversarial inputs: the attack ascends the
+    cross-entropy of score_temperature x DIM's scores through the whole model (D and the ten F_i; for the
+    binarized share of the batch through both binarizations, straight-through), the F_i then read
+    D(x_adv) (with biDIM's binarizations where chosen) and are scored on it, reconstructing
+    `target` = "clean": D(x) of the clean image (learn to undo the perturbation), or "adversarial": D(x_adv).
+    D itself stays as its own stage trained it."""
+
+    model: keras.Model  # dim_tf.models.DIM
+    internal_objective: "InternalObjective"
+    attack: adversarial.LinfAttack
+    warmup_steps: int
+    binarized_fraction: float
+    target: str = "clean"
+
+    def __call__(self, x, y, step):
+        binarize = adversarial.binarize_where(adversarial.choose(x, self.binarized_fraction))
+        scale = self.internal_objective.score_temperature
+        eps = self.attack.eps * linear_ramp(step, self.warmup_steps)
+        x_adv = self.attack(adversarial.cross_entropy(lambda v: self.model(v, binarize=binarize), scale), x, y, eps)
+        d_adv = tf.stop_gradient(self.model.denoise(x_adv, binarize))
+        d_target = d_adv if self.target == "adversarial" else tf.stop_gradient(self.model.denoise(x, binarize))
+        return self.internal_objective.losses(d_adv, d_target, y, step)
 
 
 def vae_losses(model: keras.Model, xs: list, beta: float) -> list:

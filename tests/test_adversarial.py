@@ -1,0 +1,120 @@
+"""Adversarial training (`--adversarial`): it buys robustness on real MNIST, its attack is real, the collapse
+detector stops a stage that loses its robustness, and bad settings are refused before any work."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dim_tf import registry
+from dim_tf.train import train
+from dim_tf.training import adversarial, loop
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+EPS = 0.1  # small enough for a 2-epoch CNN to learn to resist; the plain CNN keeps ~10-25% at 0.1
+
+
+def _train(tmp_path, mnist_folder, **settings):
+    cfg = registry.TrainConfig(model="cnn", train_examples=4000, epochs=2, batch_size=64, adv_eps=EPS,
+                               adv_warmup_steps=0, adv_monitor_examples=200, **settings)
+    return train(cfg, str(tmp_path), mnist_folder, tf.distribute.get_strategy(), log=lambda *_: None)
+
+
+def test_adversarial_training_buys_pgd_robustness(tmp_path, mnist_folder, mnist):
+    plain = _train(tmp_path / "plain", mnist_folder)
+    robust = _train(tmp_path / "fgsm_rs", mnist_folder, adversarial="fgsm_rs")
+    accuracy = {}
+    for name, folder in (("plain", "plain"), ("robust", "fgsm_rs")):
+        from dim_tf import model_dir
+
+        model, _ = model_dir.load(str(tmp_path / folder))
+        accuracy[name] = adversarial.pgd_accuracy(model, mnist.test.images[:500], mnist.test.labels[:500], EPS, 20)
+    # Measured: plain ~0.1-0.3, FGSM-RS trained ~0.8. A no-op training attack leaves the two alike.
+    assert accuracy["robust"] > accuracy["plain"] + 0.3, accuracy
+    assert robust["test_accuracy"]["cnn"] > 0.85, robust["test_accuracy"]
+    history = robust["stages"]["classifier"]["history"]
+    assert [h["epoch"] for h in history] == [1, 2] and all("val_pgd_accuracy" in h for h in history)
+    assert "val_pgd_accuracy" not in plain["stages"]["classifier"]
+    assert robust["config"]["adversarial"] == "fgsm_rs" and "collapsed" not in robust["stages"]["classifier"]
+
+
+def test_attack_finds_what_it_is_asked_for():
+    """The training attack raises the loss it is given and stays in the eps ball: on a linear loss, PGD moves
+    every pixel by eps in the sign of the weights; FGSM-RS (step 1.25 eps from a uniform start) moves each pixel
+    at least 0.25 eps that way and 0.86 eps on average."""
+    w = np.linspace(-1, 1, 784, dtype=np.float32).reshape(28, 28, 1)
+    w[np.abs(w) < 1e-3] = 0.5  # no zero weight: its pixel would stay where the random start put it
+    x = tf.fill([3, 28, 28, 1], 0.5)
+    loss_fn = lambda v, y: tf.reduce_sum(v * w, axis=(1, 2, 3))  # noqa: E731
+    for method in ("pgd", "fgsm_rs"):
+        attack = adversarial.LinfAttack(method, 0.2, 5, adversarial.default_step_size(method, 0.2, 5))
+        moved = (attack(loss_fn, x, tf.zeros([3], tf.int32)).numpy() - 0.5) * np.sign(w)[None]
+        assert moved.max() <= 0.2 + 1e-6
+        if method == "pgd":
+            np.testing.assert_allclose(moved, 0.2, atol=1e-6)
+        else:
+            assert moved.min() >= 0.05 - 1e-6 and 0.16 < moved.mean() < 0.185, (moved.min(), moved.mean())
+
+
+def test_collapse_detector_fires_and_keeps_the_epoch_before(tmp_path, mnist):
+    """A stage whose robustness probe collapses in epoch 3 stops there, back at epoch 2's weights."""
+    import keras
+
+    model = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(10)])
+    model.build((None, 28, 28, 1))
+    probe = iter([0.6, 0.7, 0.05, 0.7])
+    weights_after = []
+
+    def validate():
+        weights_after.append(model.get_weights()[1].copy())
+        return {"val_pgd_accuracy": next(probe)}
+
+    def objective(x, y, step):
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(y, model(x))
+
+    stage = loop.Stage("classifier", model, objective, 4, 1e-2, validate,
+                       adversarial.CollapseCheck(("val_pgd_accuracy",), 0.2))
+    split = mnist.train.take(256)
+    result = loop.run_stage(stage, tf.distribute.get_strategy(), split, 64, 0, str(tmp_path), log=lambda *_: None)
+    assert result["collapsed"] == {"metric": "val_pgd_accuracy", "epoch": 3, "kept_epoch": 2}
+    assert result["epochs"] == 2 and result["val_pgd_accuracy"] == 0.7
+    assert [h["val_pgd_accuracy"] for h in result["history"]] == [0.6, 0.7, 0.05]
+    np.testing.assert_array_equal(model.get_weights()[1], weights_after[1])  # epoch 2's, not epoch 3's
+    assert not np.array_equal(weights_after[1], weights_after[2])
+    again = loop.run_stage(stage, tf.distribute.get_strategy(), split, 64, 0, str(tmp_path), log=lambda *_: None)
+    assert again["collapsed"]["epoch"] == 3 and len(again["history"]) == 3  # a re-run does not train on
+
+
+def test_collapse_check_on_histories():
+    check = adversarial.CollapseCheck(("a", "b"), 0.2)
+    assert check.collapsed([{"a": 0.5, "b": 0.5}]) is None
+    assert check.collapsed([{"a": 0.5, "b": 0.5}, {"a": 0.45, "b": 0.6}]) is None
+    assert check.collapsed([{"a": 0.5, "b": 0.8}, {"a": 0.6, "b": 0.55}]) == "b"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--adv_eps", "0"], "--adv_eps must lie in (0, 1]"),
+    (["--adv_eps", "1.5"], "--adv_eps must lie in (0, 1]"),
+    (["--adversarial", "pgd", "--adv_steps", "0"], "--adv_steps must be >= 1"),
+    (["--model", "abs", "--adversarial", "pgd"], "not supported for abs"),
+    (["--model", "madry", "--adversarial", "none"], "use --model cnn"),
+])
+def test_bad_adversarial_settings_are_refused_before_any_work(tmp_path, mnist_folder, flags, message):
+    out = subprocess.run([sys.executable, "-m", "dim_tf.train", "--model_dir", str(tmp_path / "run"),
+                          "--data_dir", mnist_folder, *flags], capture_output=True, text=True, env=ENV, timeout=120)
+    assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]
+    assert len([line for line in out.stderr.splitlines() if line.startswith("error:")]) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_with_another_adversarial_setting_is_refused(tmp_path):
+    from dim_tf import model_dir
+
+    model_dir.prepare(str(tmp_path), registry.TrainConfig(model="cnn", adversarial="fgsm_rs"))
+    with pytest.raises(model_dir.ModelDirError, match="adversarial"):
+        model_dir.prepare(str(tmp_path), registry.TrainConfig(model="cnn", adversarial="pgd"))
+    assert json.loads((tmp_path / "config.json").read_text())["adversarial"] == "fgsm_rs"
