@@ -168,9 +168,11 @@ def adaptive_line(meta: dict, reports: list[tuple[str, dict]]) -> str | None:
             if not parts:
                 continue
             clean = m.get("clean_accuracy")
-            return (f"Adaptive suite ({report.get('num_examples')} test images, worst case per image over every "
-                    f"attack it runs, {os.path.basename(os.path.dirname(os.path.abspath(path)))}/adaptive.json): "
-                    f"{m.get('variant_name')} keeps {' and '.join(parts)}" +
+            budget = report.get("budget", 1)
+            name = DISPLAY.get(m.get("variant_name"), m.get("variant_name"))
+            return (f"What the adaptive suite measured ({report.get('num_examples')} test images"
+                    f"{f', budget {budget:g}' if budget != 1 else ''}; per image the worst case over every attack it "
+                    f"runs): {name} keeps {' and '.join(parts)}" +
                     (f"; clean {100 * clean:.1f}%." if clean is not None else "."))
     return None
 
