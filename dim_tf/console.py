@@ -20,7 +20,8 @@ import threading
 
 # The programs that run TensorFlow (the others, e.g. dim_tf.lite, must start without it).
 TENSORFLOW_PROGRAMS = ("dim_tf.train", "dim_tf.eval", "dim_tf.eval.pictures", "dim_tf.benchmark",
-                       "dim_tf.abs_benchmark", "dim_tf.train_benchmark", "dim_tf.export", "dim_tf.export.benchmark", "dim_tf.export.robustness")
+                       "dim_tf.abs_benchmark", "dim_tf.train_benchmark", "dim_tf.export", "dim_tf.export.benchmark",
+                       "dim_tf.export.robustness")
 NOISE = re.compile("|".join([
     r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR",
     r"I\d{4} [\d:.]+ +\d+ \S+:\d+\] ",  # C++ INFO lines (while TensorFlow starts)
