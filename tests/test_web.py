@@ -312,3 +312,26 @@ def test_a_model_that_fails_to_load_is_a_message_on_the_page(site, chrome, tmp_p
 def test_builder_check_passes_on_a_good_site(site, chrome):
     times = browser.check_site(site, log=lambda *a: None, context=chrome)
     assert times["ready"] > 0 and times["dim/quantized"] > 0 and times["cnn/float"] > 0
+
+
+def test_check_failure_exits_3_and_leaves_nothing(bundles, tmp_path, mnist_folder, monkeypatch):
+    """`--check` failing (the page could not load a model in Chromium: tested above on a real page) is exit 3."""
+    from dim_tf.web import __main__ as cli
+
+    def failing(site, log=print, context=None):
+        assert os.path.isfile(os.path.join(site, "site.json"))  # the finished site, before it is published
+        raise SiteError("the page failed in Chromium: could not load models/cnn/model.tflite in LiteRT.js (test)")
+
+    monkeypatch.setattr(browser, "check_site", failing)
+    out = tmp_path / "site"
+    assert cli.main([bundles["cnn"], "--out", str(out), "--data_dir", mnist_folder, "--check"]) == 3
+    assert os.listdir(tmp_path) == []
+    garbled = _copy_bundle(bundles["cnn"], tmp_path / "garbled")
+    with open(os.path.join(garbled, "model.tflite"), "wb") as f:
+        f.write(b"\x00" * 64)
+    meta = json.load(open(os.path.join(garbled, "bundle.json")))
+    meta["files"]["model.tflite"]["sha256"] = lite.sha256(os.path.join(garbled, "model.tflite"))
+    json.dump(meta, open(os.path.join(garbled, "bundle.json"), "w"))
+    with pytest.raises(SiteError, match="model.tflite"):
+        builder.build_site([garbled], str(out), data_dir=mnist_folder, log=lambda *a: None)
+    assert not out.exists()

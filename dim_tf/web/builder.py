@@ -89,8 +89,11 @@ def pin_batch(src: str, dst: str) -> dict:
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
-    with open(src, "rb") as f:
-        model = flatbuffer_utils.read_model_from_bytearray(bytearray(f.read()))
+    try:
+        with open(src, "rb") as f:
+            model = flatbuffer_utils.read_model_from_bytearray(bytearray(f.read()))
+    except Exception as e:  # flatbuffers raises whatever a garbled file makes it raise
+        raise SiteError(f"{src} is not a readable .tflite file ({type(e).__name__}: {e}); re-export the bundle") from e
     pinned = frozen = removed = 0
     for subgraph in model.subgraphs:
         for tensor in subgraph.tensors:
