@@ -9,6 +9,8 @@ A bundle folder holds:
                       with --quantize float16/none; one `serving_default` signature, input `image` [N, 28, 28, 1]
   model_float.tflite  the float32 reference (absent with --quantize none: model.tflite is then the float model)
   labels.txt          the class names, one a line
+  model_views.tflite  with --views, DIM family only: D(x) and F_i(D(x)) for pictures (`dim_tf.export.views`;
+                      the web page, `python -m dim_tf.web`, needs it)
   bundle.json         input dtype/scale/zero point, threshold, output formula, model and training config, Keras /
                       float / int8 test accuracy and agreement, the files' sha256, library versions
 
