@@ -19,7 +19,9 @@ import tempfile
 import threading
 
 # The programs that run TensorFlow (the others, e.g. dim_tf.lite, must start without it).
-TENSORFLOW_PROGRAMS = ("dim_tf.train", "dim_tf.eval", "dim_tf.eval.pictures", "dim_tf.benchmark",
+# The speed tools are dim_tf.bench.*; their earlier names (dim_tf.benchmark, ...) still run them.
+TENSORFLOW_PROGRAMS = ("dim_tf.train", "dim_tf.eval", "dim_tf.eval.pictures", "dim_tf.bench.inference",
+                       "dim_tf.bench.abs_vs_dim", "dim_tf.bench.training", "dim_tf.bench.bundle", "dim_tf.benchmark",
                        "dim_tf.abs_benchmark", "dim_tf.train_benchmark", "dim_tf.export", "dim_tf.export.benchmark",
                        "dim_tf.export.robustness")
 NOISE = re.compile("|".join([

@@ -36,6 +36,7 @@ _SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60000),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10000),
 }
+TEST_SIZE = _SPLIT_FILES["test"][2]  # images in the test split
 
 
 class DataError(ValueError):
@@ -175,6 +176,19 @@ def _tfds_failure(name: str, reason: str) -> str:
 def resolve_data_dir(data_dir: str | None) -> str | None:
     """The local IDX folder to use: the flag, then the env variable, else None (use tfds)."""
     return data_dir or os.environ.get(DATA_DIR_ENV) or None
+
+
+def data_dir_for(data_dir: str | None, manifest: dict) -> str | None:
+    """The data folder for a trained model: `data_dir` (a --data_dir flag), else ${DIM_TF_DATA_DIR}, else the local
+    folder the model was trained from (its manifest's data_source, if it still exists), else None
+    (tensorflow-datasets)."""
+    chosen = resolve_data_dir(data_dir)
+    if chosen:
+        return chosen
+    source = manifest.get("data_source")
+    if isinstance(source, str) and os.path.isdir(source):
+        return source
+    return None
 
 
 def load(name: str = "mnist", data_dir: str | None = None) -> Dataset:

@@ -6,7 +6,7 @@ An `Outcome` is one attack's (or the worst case's) verdict on N examples at a no
 - `distance[i]`: the smallest adversarial distance found for i by that attack, at any size (a minimal attack
   reports it beyond the threshold too; a bounded attack only where it succeeded, at its eps); 0 where the clean
   image is already misclassified; inf where no adversarial was found.
-Accuracy = correct and not broken, over all N (the runner's robust accuracy).
+Accuracy = correct and not broken, over all N (`run_attack`'s robust accuracy).
 
 Worst case (paper section 4): broken if any attack broke it; distance = the minimum over the attacks. Its median is
 the median over all N samples, inf counted as inf (so it is inf when at least half are never broken; numpy's median
@@ -16,7 +16,7 @@ at the threshold, so their successes count at their actual perturbation size (<=
 The curves use the same distances: accuracy(eps) = share of samples whose distance exceeds eps (+ tolerance), exact
 at the threshold, and beyond it from the minimal attacks only.
 
-NumPy only (no TensorFlow): results are read from the runner's JSON dicts.
+NumPy only (no TensorFlow): results are read from `run_attack`'s JSON dicts.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class Outcome:
 
 
 def from_result(result: dict, threshold: float, masked: bool = False) -> Outcome:
-    """The `Outcome` at `threshold` of a runner result (`dim_tf.eval.runner.benchmark`'s dict or its JSON)."""
+    """The `Outcome` at `threshold` of a result (`dim_tf.eval.attack_run.run_attack`'s dict or its JSON)."""
     correct = np.asarray(result["clean_correct"], bool)
     entry = next((r for r in result["results"] if math.isclose(r["eps"], threshold, rel_tol=1e-9)), None)
     if entry is None:

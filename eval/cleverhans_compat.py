@@ -117,8 +117,9 @@ class CarliniWagnerL2:
         if x.size and (x.min() < self.clip_min or x.max() > self.clip_max):
             raise ValueError(f"input outside [{self.clip_min}, {self.clip_max}]")
         if self.y is None:
-            labels = np.concatenate([np.argmax(np.asarray(self.model_fn(tf.constant(x[i:i + self.batch_size]))), 1)
-                                     for i in range(0, len(x), self.batch_size)]) if len(x) else np.zeros(0, int)
+            from dim_tf.predict import batched
+
+            labels = batched(self.model_fn, x, self.batch_size).argmax(1) if len(x) else np.zeros(0, int)
         else:
             labels = np.asarray(self.y)
             labels = labels.argmax(1) if labels.ndim == 2 else labels
@@ -191,9 +192,11 @@ class CarliniWagnerL2:
 # ----------------------------------------------------------------------------------------------------------------
 
 def margin_logit_loss(logits, labels, num_classes):
-    """max_{j != y} Z_j - Z_y (CleverHans' `margin_logit_loss`): > 0 when misclassified."""
-    mask = tf.one_hot(labels, num_classes, dtype=logits.dtype)
-    return tf.reduce_max(logits - mask * 99999.0, axis=-1) - tf.reduce_sum(mask * logits, axis=-1)
+    """max_{j != y} Z_j - Z_y (CleverHans' `margin_logit_loss`, its mask constant): > 0 when misclassified."""
+    from dim_tf.predict import margin
+
+    del num_classes  # the logits' last axis
+    return margin(logits, labels, mask=99999.0)
 
 
 def spsa(model_fn, x, y, eps, nb_iter, clip_min=0.0, clip_max=1.0, targeted=False, early_stop_loss_threshold=0.0,

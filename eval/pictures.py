@@ -287,12 +287,11 @@ def main(argv) -> int:
             if not out:
                 raise EvalError("--model_dir needs --output_dir or --suite_dir (where the pictures go)")
             from dim_tf import data, model_dir as md
-            from dim_tf.eval.cli import pick_data_dir
 
             _pyplot()
             model, manifest = md.load(opts.model_dir)
             _check_dim(model)
-            test = data.load(manifest.get("dataset", "mnist"), pick_data_dir(opts.data_dir, manifest)).test
+            test = data.load(manifest.get("dataset", "mnist"), data.data_dir_for(opts.data_dir, manifest)).test
             written += model_pictures(model, test, out, os.path.basename(os.path.normpath(opts.model_dir)),
                                       opts.tsne_examples, opts.digits, opts.seed)
     except ValueError as e:  # EvalError, ModelDirError, DataError

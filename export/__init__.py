@@ -16,6 +16,15 @@ A bundle folder holds:
 
 `robustness` replays adversarials crafted on the Keras model on the .tflite files and runs a decision-based attack
 on the int8 interpreter itself (see `dim_tf.export.robustness`); it writes BUNDLE/robustness.json.
-Run a bundle with `dim_tf.lite` (no TensorFlow needed). The Python API is `dim_tf.export.exporter.export_bundle`.
-This package's __init__ stays free of TensorFlow imports.
+Run a bundle with `dim_tf.lite` (no TensorFlow needed). The Python API is `dim_tf.export.exporter.export_bundle`;
+its steps are `graph`, `convert`, `verify` and `publish` (export/README.md). This package's __init__ stays free of
+TensorFlow imports: it holds the bundle's file names and the export's error.
 """
+
+MODEL_FILE = "model.tflite"
+FLOAT_FILE = "model_float.tflite"
+LABELS_FILE = "labels.txt"
+
+
+class ExportError(ValueError):
+    """The export cannot run, or its result failed verification (the message carries the numbers)."""

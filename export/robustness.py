@@ -4,7 +4,7 @@
         [--replay pgd:linf:0.3,pgd:l2:1.5] [--decision_attack hop_skip_jump --decision_norm l2 --decision_eps 1.5,2]
 
 1. Replay (transfer from Keras). Each `--replay` attack (name:norm:eps, a bounded attack of the eval table,
-   `python -m dim_tf.eval --attack list`) runs through `dim_tf.eval.runner.benchmark` on the first
+   `python -m dim_tf.eval --attack list`) runs through `dim_tf.eval.attack_run.run_attack` on the first
    `--num_examples` test images of the Keras model the bundle was exported from; for a binarized bundle (biDIM) on
    its BPDA variant (`--bi_gradient straight_through`: the exact binarization has no gradient). The same
    adversarials are then classified by the Keras model (the bundle's variant, exact forward pass), by the Keras
@@ -31,9 +31,10 @@ import time
 import numpy as np
 
 from dim_tf import lite
+from dim_tf.eval.paper_numbers import THRESHOLDS
 
 SCHEMA = "dim_tf.export.robustness/1"
-DEFAULT_REPLAY = "pgd:linf:0.3,pgd:l2:1.5"
+DEFAULT_REPLAY = f"pgd:linf:{THRESHOLDS['linf']:g},pgd:l2:{THRESHOLDS['l2']:g}"  # PGD at the paper's thresholds
 DEFAULT_DECISION = "hop_skip_jump"
 # HopSkipJump at a budget that runs in minutes here, ~1,100 queries per example (the table's defaults: 10 steps of up
 # to 10,000 queries per boundary-normal estimate; foolbox's: 64 steps).
@@ -67,7 +68,7 @@ class LiteModel:
 
     A TensorFlow function rather than foolbox's `NumPyModel` (which would fit foolbox alone: it hands the attack's
     tensors to a NumPy function and converts back), so that the attack runs through the eval table and
-    `dim_tf.eval.runner.benchmark` exactly as on the Keras model (same adapter, pass counting, scoring)."""
+    `dim_tf.eval.attack_run.run_attack` exactly as on the Keras model (same adapter, pass counting, scoring)."""
 
     def __init__(self, bundle: lite.Bundle):
         self.bundle = bundle
@@ -86,15 +87,6 @@ class LiteModel:
         return scores
 
 
-def _labeller(model, batch_size: int):
-    """images [N, 28, 28, 1] float32 in [0, 1] -> the Keras model's labels [N] (one tf.function, traced once)."""
-    import tensorflow as tf
-
-    call = tf.function(lambda batch: tf.argmax(model(batch), axis=1), reduce_retracing=True)
-    return lambda images: np.concatenate([call(tf.constant(images[i:i + batch_size])).numpy()
-                                          for i in range(0, len(images), batch_size)])
-
-
 def replay_labels(images: np.ndarray, keras_labels, bundles: dict[str, lite.Bundle]) -> dict[str, np.ndarray]:
     """Labels [N] of images [N, 28, 28, 1] float32 in [0, 1] from `keras` (`keras_labels`, images -> labels),
     `keras_uint8` (the same on the images rounded to uint8 pixels, what the int8 file receives) and each bundle
@@ -109,7 +101,7 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _attack_summary(result: dict) -> dict:
-    """The parts of a `benchmark` result worth keeping next to the replay (no per-sample lists)."""
+    """The parts of a `run_attack` result worth keeping next to the replay (no per-sample lists)."""
     keep = ("attack", "threat_model", "clean_accuracy", "robust_accuracy", "forward_passes", "backward_passes",
             "gradient_probe", "zero_gradient", "warnings", "seconds")
     out = {k: result[k] for k in keep}
@@ -121,8 +113,7 @@ def _attack_summary(result: dict) -> dict:
 
 def _load(bundle_path: str, model_dir: str, bi_gradient: str, threads: int | None):
     """(Keras reference model, Keras model to craft on, its name, {which: Bundle}, bundle meta, manifest)."""
-    from dim_tf import model_dir as md
-    from dim_tf.eval import cli
+    from dim_tf import model_dir as md, variants
     from dim_tf.eval.threat import EvalError
 
     meta = lite.read_meta(bundle_path)
@@ -136,8 +127,8 @@ def _load(bundle_path: str, model_dir: str, bi_gradient: str, threads: int | Non
                         f"({meta['source'].get('model_dir')})")
     model, manifest = md.load(model_dir)
     variant = meta.get("variant", "default")
-    reference, _ = cli.load_variant(model, manifest, variant, "exact")
-    crafting, crafting_name = cli.load_variant(model, manifest, variant, bi_gradient)
+    reference, _ = variants.choose(model, manifest, variant, "exact", EvalError)
+    crafting, crafting_name = variants.choose(model, manifest, variant, bi_gradient, EvalError)
     return reference, crafting, crafting_name, bundles, meta, manifest
 
 
@@ -150,19 +141,17 @@ def robustness(bundle: str, model_dir: str, *, num_examples: int = 500, replay: 
     """Runs both parts (see the module docstring); returns (the JSON-ready result, {replay name: adversarial
     images float32 [num_examples, 28, 28, 1]}). Raises `EvalError` (a ValueError) on bad settings before any
     attack runs; `BundleError` / `ModelDirError` for a bad bundle or model folder."""
-    from dim_tf import data, model_dir as md
-    from dim_tf.eval import attacks, cli
-    from dim_tf.eval.runner import benchmark
+    from dim_tf import data, model_dir as md, predict, variants
+    from dim_tf.eval import attacks
+    from dim_tf.eval.attack_run import run_attack
+    from dim_tf.eval.settings import check_num_examples, parse_params
     from dim_tf.eval.threat import EvalError, ThreatModel, parse_eps_list
 
     # Every setting is checked before the model and data are loaded.
     specs = parse_replay(replay)
-    if bi_gradient not in cli.BI_GRADIENTS:
-        raise EvalError(f"unknown --bi_gradient {bi_gradient!r}; choose one of {', '.join(cli.BI_GRADIENTS)}")
-    test_size = data._SPLIT_FILES["test"][2]
+    variants.check("default", bi_gradient, EvalError)
     for flag, value in (("num_examples", num_examples), ("decision_examples", decision_examples)):
-        if not 1 <= value <= test_size:
-            raise EvalError(f"--{flag} {value}: pick 1..{test_size} (test images)")
+        check_num_examples(value, flag)
     if batch_size < 1:
         raise EvalError(f"--batch_size must be >= 1, got {batch_size}")
     row = attacks.get(decision_attack)
@@ -172,18 +161,19 @@ def robustness(bundle: str, model_dir: str, *, num_examples: int = 500, replay: 
         raise EvalError(f"--decision_attack {row.name} needs gradients, which the interpreter does not have; pick "
                         "a gradient-free attack (`python -m dim_tf.eval --attack list`)")
     eps_list = parse_eps_list(decision_eps, norm)
-    params = row.resolve_params(cli.parse_params(decision_params))
+    params = row.resolve_params(parse_params(decision_params))
 
     start = time.time()
     reference, crafting, crafting_name, bundles, meta, manifest = _load(bundle, model_dir, bi_gradient, threads)
-    dataset = data.load(manifest.get("dataset", "mnist"), cli.pick_data_dir(data_dir, manifest))
+    dataset = data.load(manifest.get("dataset", "mnist"), data.data_dir_for(data_dir, manifest))
     test = dataset.test.take(num_examples)
     x, y = test.images, test.labels
     file_of = {which: b.filename for which, b in bundles.items()}
     log(f"{meta.get('model_name')} bundle {bundle} ({', '.join(file_of.values())}) vs Keras {model_dir}; "
         f"{len(x)} test images from {dataset.source or 'tensorflow-datasets'}")
 
-    keras_labels = _labeller(reference, batch_size)
+    def keras_labels(images: np.ndarray) -> np.ndarray:
+        return predict.labels(reference, images, batch_size, check=False)
 
     def compare(labels: dict[str, np.ndarray]) -> dict:
         wrong = {k: v != y for k, v in labels.items()}
@@ -216,8 +206,8 @@ def robustness(bundle: str, model_dir: str, *, num_examples: int = 500, replay: 
     adversarials = {}
     for attack_row, attack_norm, eps in specs:
         name = f"{attack_row.name}-{attack_norm.value}-{eps:g}"
-        res = benchmark(crafting, x, y, attack_row, attack_norm, [eps], batch_size=batch_size, seed=seed,
-                        progress=progress, keep_adversarials=True)
+        res = run_attack(crafting, x, y, attack_row, attack_norm, [eps], batch_size=batch_size, seed=seed,
+                         progress=progress, keep_adversarials=True)
         adv = res["results"][0].pop("adversarials")
         labels = replay_labels(adv, keras_labels, bundles)
         entry = {"name": name, "attack": attack_row.name, "norm": attack_norm.value, "eps": eps,
@@ -239,8 +229,8 @@ def robustness(bundle: str, model_dir: str, *, num_examples: int = 500, replay: 
     decision = {"attack": row.name, "norm": norm.value, "eps": eps_list, "params": params, "seed": seed,
                 "num_examples": len(dtest), "labels": dtest.labels.tolist(), "models": {}}
     for which, target in (("quantized", LiteModel(bundles["quantized"])), ("keras", reference)):
-        res = benchmark(target, dtest.images, dtest.labels, row, norm, eps_list, batch_size=batch_size, seed=seed,
-                        params=params, progress=progress)
+        res = run_attack(target, dtest.images, dtest.labels, row, norm, eps_list, batch_size=batch_size,
+                         seed=seed, params=params, progress=progress)
         summary = _attack_summary(res)
         del summary["attack"]  # its settings are `decision`'s, the same for both models
         summary["model"] = file_of["quantized"] if which == "quantized" else meta.get("model_name")
@@ -294,7 +284,7 @@ def define_flags() -> None:
 def main(argv) -> int:
     from absl import flags
 
-    from dim_tf.eval import cli
+    from dim_tf.eval import results
 
     f = flags.FLAGS
     if len(argv) > 1:
@@ -305,7 +295,7 @@ def main(argv) -> int:
         lite.read_meta(f.bundle)  # before TensorFlow loads: a wrong bundle fails at once
         for path in (output, f.adversarials):
             if path:
-                cli.check_writable(path)
+                results.check_writable(path)
         result, adversarials = robustness(f.bundle, f.model_dir, num_examples=f.num_examples, replay=f.replay,
                                bi_gradient=f.bi_gradient, decision_attack=f.decision_attack,
                                decision_norm=f.decision_norm, decision_eps=f.decision_eps,
@@ -317,7 +307,7 @@ def main(argv) -> int:
         return 2
     from dim_tf import model_dir as md
 
-    result["command"] = " ".join(["python -m dim_tf.export.robustness", *sys.argv[1:]])
+    result["command"] = results.command(sys.argv, "python -m dim_tf.export.robustness")
     result["written"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     md.write_json(output, result)
     print(f"wrote {output} ({result['seconds']:.0f}s)")

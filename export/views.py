@@ -48,7 +48,7 @@ def make_head(model, int8_input_rule: bool):
     import keras
     import tensorflow as tf
 
-    from dim_tf.export.exporter import _denoise, _internal_per_class, warnings_quiet
+    from dim_tf.export.graph import denoise as _denoise, internal_per_class as _internal_per_class, warnings_quiet
 
     net, binarize = model, model.binarize
 
@@ -59,7 +59,7 @@ def make_head(model, int8_input_rule: bool):
 
         def call(self, image):
             x = image
-            if binarize:  # the same rules as the scoring graph (see dim_tf.export.exporter)
+            if binarize:  # the same rules as the scoring graph (see dim_tf.export.graph)
                 x = tf.where(x > 0.5, 1.0, 0.0) if int8_input_rule else tf.where(x >= 0.5, 1.0, 0.0)
             d = x
             if net.denoiser is not None:
@@ -76,7 +76,8 @@ def make_head(model, int8_input_rule: bool):
 
 def convert(model, scratch: str, quantize: str, representative: np.ndarray | None) -> bytes:
     """The companion's TFLite bytes: int8 (uint8 input, float outputs) for an int8 bundle, else float32."""
-    from dim_tf.export.exporter import _convert, _saved_model
+    from dim_tf.export.convert import convert as _convert
+    from dim_tf.export.graph import saved_model as _saved_model
 
     int8 = quantize == "int8"
     path = os.path.join(scratch, "sm_views")

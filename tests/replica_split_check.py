@@ -1,5 +1,5 @@
 """Run as a script (it must split the CPU before TensorFlow starts): `SplitOverReplicas` over two logical CPUs
-against the plain model (logits, input gradients, where the slices run), and `benchmark` under MirroredStrategy
+against the plain model (logits, input gradients, where the slices run), and `run_attack` under MirroredStrategy
 against the default strategy. Argument: the MNIST folder. Prints the figures as JSON."""
 
 import json
@@ -15,7 +15,7 @@ import tensorflow as tf  # noqa: E402
 
 from dim_tf import data  # noqa: E402
 from dim_tf.eval.replicas import SplitOverReplicas, replica_devices, split_model  # noqa: E402
-from dim_tf.eval.runner import benchmark  # noqa: E402
+from dim_tf.eval.attack_run import run_attack  # noqa: E402
 
 
 def tiny_cnn():
@@ -104,7 +104,7 @@ def main():
     runs = {}
     for attack, params in (("fgsm", {}), ("pgd", {"steps": 2})):
         for name, model, strategy in (("default", plain, None), ("mirrored", replicated, mirrored)):
-            result = benchmark(model, images, labels, attack, "linf", [0.1], batch_size=5, params=params,
+            result = run_attack(model, images, labels, attack, "linf", [0.1], batch_size=5, params=params,
                                progress=False, strategy=strategy)
             runs[f"{attack}-{name}"] = {k: result[k] for k in ("clean_correct", "forward_passes", "backward_passes",
                                                                "replicas", "zero_gradient")}

@@ -12,14 +12,13 @@ import pytest
 import keras
 import tensorflow as tf
 
-from dim_tf.eval import ATTACKS, ThreatModel, benchmark, sanity
+from conftest import eval_settings, save_model_dir
+from dim_tf.eval import ATTACKS, EvalSettings, ThreatModel, run_attack, sanity
 from dim_tf.eval.attacks import adaptive
 from dim_tf.eval.suites import adaptive as suite
+from dim_tf.eval.suites.adaptive import cascade, planning, report as reporting
 from dim_tf.eval.threat import project
 from dim_tf.models import BinarizedInput
-
-from test_attacks import tiny_cnn  # noqa: F401,E402  (session fixture; tests/ is on sys.path under pytest)
-from test_eval_cli import parse, save_model_dir  # noqa: E402
 
 LINF, L2 = ThreatModel.LINF, ThreatModel.L2
 LARGE_EPS = {LINF: 0.5, L2: 5.0}
@@ -39,13 +38,13 @@ def digits(mnist):
 
 
 def success_rate(model, name, norm, x, y):
-    r = benchmark(model, x, y, row(name), norm, LARGE_EPS[norm], params=FAST.get(name), progress=False)
+    r = run_attack(model, x, y, row(name), norm, LARGE_EPS[norm], params=FAST.get(name), progress=False)
     assert r["out_of_bounds"] == 0, f"{name} {norm.value}: out of bounds"
     return r["results"][0]["attack_success_rate"], r
 
 
 @pytest.mark.parametrize("name,norm", CASES, ids=[f"{n}-{t.value}" for n, t in CASES])
-def test_rows_break_cnn_and_binarized_cnn(name, norm, tiny_cnn, digits):  # noqa: F811
+def test_rows_break_cnn_and_binarized_cnn(name, norm, tiny_cnn, digits):
     x, y = digits
     # Through the straight-through surrogate (BPDA): forward = the exact 0.5 threshold, backward = identity.
     bpda, r = success_rate(BinarizedInput(tiny_cnn, "straight_through"), name, norm, x, y)
@@ -56,10 +55,10 @@ def test_rows_break_cnn_and_binarized_cnn(name, norm, tiny_cnn, digits):  # noqa
     assert plain >= (0.85 if name == "pixel_flip" else 0.95), f"{name} {norm.value} on the CNN: success {plain:.2f}"
 
 
-def test_exact_gradient_pgd_is_masked_where_bpda_is_not(tiny_cnn, digits):  # noqa: F811
+def test_exact_gradient_pgd_is_masked_where_bpda_is_not(tiny_cnn, digits):
     x, y = digits
     exact = BinarizedInput(tiny_cnn, "exact")
-    r = benchmark(exact, x, y, "pgd", LINF, 0.5, params={"steps": 20}, progress=False)
+    r = run_attack(exact, x, y, "pgd", LINF, 0.5, params={"steps": 20}, progress=False)
     assert r["zero_gradient"] and r["results"][0]["attack_success_rate"] < 0.2
     bpda, _ = success_rate(BinarizedInput(tiny_cnn, "straight_through"), "pgd_margin", LINF, x, y)
     assert bpda >= 0.95
@@ -85,9 +84,9 @@ def test_pixel_flip_moves_only_flippable_pixels_just_past_the_threshold():
         assert flippable.any()
 
 
-def test_pixel_flip_stays_within_the_l2_budget(tiny_cnn, digits):  # noqa: F811
+def test_pixel_flip_stays_within_the_l2_budget(tiny_cnn, digits):
     x, y = digits
-    from dim_tf.eval.runner import CountingModel
+    from dim_tf.eval.attack_run import CountingModel
 
     model = CountingModel(BinarizedInput(tiny_cnn, "straight_through"))
     adv = adaptive.pixel_flip(model, x, y, 1.5, L2, {"rounds": 30, "candidates": 6})
@@ -96,7 +95,7 @@ def test_pixel_flip_stays_within_the_l2_budget(tiny_cnn, digits):  # noqa: F811
     assert changed.any() and np.all(np.abs(adv[changed] - 0.5) <= 2e-6)
 
 
-def test_binarization_refinement_keeps_prediction_and_shrinks(tiny_cnn, digits):  # noqa: F811
+def test_binarization_refinement_keeps_prediction_and_shrinks(tiny_cnn, digits):
     x, y = digits
     exact = BinarizedInput(tiny_cnn, "exact")
     adv = np.clip(x + np.random.default_rng(0).uniform(-0.5, 0.5, x.shape), 0, 1).astype(np.float32)
@@ -106,7 +105,7 @@ def test_binarization_refinement_keeps_prediction_and_shrinks(tiny_cnn, digits):
     assert LINF.distance(refined, x).mean() < LINF.distance(adv, x).mean()
 
 
-def test_eot_beats_single_draws_on_a_noisy_model(tiny_cnn, digits):  # noqa: F811
+def test_eot_beats_single_draws_on_a_noisy_model(tiny_cnn, digits):
     keras.utils.set_random_seed(0)
     x, y = digits[0][:40], digits[1][:40]
 
@@ -130,21 +129,21 @@ def test_eot_beats_single_draws_on_a_noisy_model(tiny_cnn, digits):  # noqa: F81
     accuracy = {eot: np.mean(vote(adaptive.pgd(noisy, x, y, 0.15, LINF, 20, 0.1, eot=eot)) == y) for eot in (1, 8)}
     assert accuracy[8] < accuracy[1] - 0.15, accuracy
     # The suite notices the noise and plans EOT.
-    target = suite.Target("-", {"model": "noisy"}, "default", "noisy", noisy, noisy, noisy, None,
+    target = planning.Target("-", {"model": "noisy"}, "default", "noisy", noisy, noisy, noisy, None,
                           stochastic=not np.array_equal(noisy(xt).numpy(), noisy(xt).numpy()))
     assert target.stochastic
-    main = suite.plan(target, LINF, 1.0, [], None)[0]
-    assert main.params["eot"] == suite.EOT_SAMPLES
+    main = planning.plan(target, LINF, 1.0, [], None)[0]
+    assert main.params["eot"] == planning.EOT_SAMPLES
 
 
-def test_sanity_checks_fail_on_a_gradient_masked_model(tiny_cnn, digits, tmp_path):  # noqa: F811
+def test_sanity_checks_fail_on_a_gradient_masked_model(tiny_cnn, digits, tmp_path):
     """The binarized CNN with its exact (zero) gradient, posing as an undefended model: white-box attacks see
     nothing and Square breaks what they missed, so the white- vs black-box and zero-gradient checks FAIL."""
     x, y = digits[0][:30], digits[1][:30]
     masked = BinarizedInput(tiny_cnn, "exact")
-    target = suite.Target("-", {"model": "masked"}, "default", "masked", masked, masked, masked, None)
-    opts = types.SimpleNamespace(budget=0.2, batch_size=250, seed=0, progress=False, strategy="default")
-    entry = suite.evaluate(target, x, y, opts, str(tmp_path), types.SimpleNamespace(source="test"), None,
+    target = planning.Target("-", {"model": "masked"}, "default", "masked", masked, masked, masked, None)
+    settings = EvalSettings(budget=0.2, batch_size=250, seed=0, progress=False, strategy="default")
+    entry = cascade.evaluate(target, x, y, settings, str(tmp_path), types.SimpleNamespace(source="test"), None,
                            lambda *_: None, [], None, norms=(LINF,))
     checks = {c.name: c for c in entry["sanity"]}
     assert checks["white_vs_black_box"].status == "FAIL", checks["white_vs_black_box"]
@@ -155,15 +154,15 @@ def test_sanity_checks_fail_on_a_gradient_masked_model(tiny_cnn, digits, tmp_pat
 
 
 def test_doubled_step_is_the_strongest_white_box_attack():
-    steps = [suite.Step("main", None, None, {"steps": 40}, 5, "white", True),
-             suite.Step("flip", None, None, {"rounds": 100, "candidates": 6}, 1, "white"),
-             suite.Step("feature", None, None, {}, 1, "white"), suite.Step("square", None, None, {"queries": 9}, 1,
-                                                                          "black")]
+    steps = [planning.Step("main", None, None, {"steps": 40}, 5, "white", True),
+             planning.Step("flip", None, None, {"rounds": 100, "candidates": 6}, 1, "white"),
+             planning.Step("feature", None, None, {}, 1, "white"),
+             planning.Step("square", None, None, {"queries": 9}, 1, "black")]
     records = [{"newly_broken": 20}, {"newly_broken": 30}, {"newly_broken": 50}, {"newly_broken": 90}]
-    twice = suite.doubled_step(steps, records)
+    twice = planning.doubled_step(steps, records)
     assert twice.label == "flip x2" and twice.params == {"rounds": 200, "candidates": 6} and twice.restarts == 2
     records[1]["newly_broken"] = 20  # a tie goes to the main attack
-    assert suite.doubled_step(steps, records).params == {"steps": 80}
+    assert planning.doubled_step(steps, records).params == {"steps": 80}
 
 
 def test_sanity_check_verdicts():
@@ -185,20 +184,20 @@ def test_sanity_check_verdicts():
     assert sanity.without_defense("m", 0.3).status == "FAIL" and sanity.without_defense("m", 0.0).status == "PASS"
 
 
-def test_plan_covers_the_adaptive_attacks(tiny_cnn, mnist):  # noqa: F811
+def test_plan_covers_the_adaptive_attacks(tiny_cnn, mnist):
     from dim_tf.models import CNN
 
     cnn = CNN()
     cnn(np.zeros((1, 28, 28, 1), np.float32))
-    target = suite.make_target("-", cnn, {"model": "cnn"}, "bi", mnist.test.images[:4])
+    target = planning.make_target("-", cnn, {"model": "cnn"}, "bi", mnist.test.images[:4])
     assert not target.stochastic and target.annealed is not None
-    labels = {norm: [s.label for s in suite.plan(target, norm, 1.0, [("cnn", tiny_cnn, 10)], None)]
+    labels = {norm: [s.label for s in planning.plan(target, norm, 1.0, [("cnn", tiny_cnn, 10)], None)]
               for norm in (LINF, L2)}
     assert labels[LINF] == ["bpda-st pgd_margin", "bpda-sigmoid-annealed pgd_margin", "bpda-st pgd_dlr",
                             "bpda-st pgd_targeted", "pixel_flip", "bpda-st fgsm", "square", "hop_skip_jump",
                             "transfer from cnn"]
     assert labels[L2][-3:] == ["hop_skip_jump", "boundary", "transfer from cnn"] and "pixel_flip" in labels[L2]
-    main = suite.plan(target, LINF, 1.0, [], None)[0]
+    main = planning.plan(target, LINF, 1.0, [], None)[0]
     assert main.restarts >= 5 and main.standalone and main.params["eot"] == 1
 
 
@@ -212,7 +211,7 @@ def test_suite_refuses_bad_flags(args, match, tmp_path):
 
     (tmp_path / "manifest.json").write_text('{"model": "dim"}')  # all that is read before the flags are checked
     with pytest.raises(EvalError, match=match):
-        suite.validate(parse("--suite", "adaptive", "--model_dir", str(tmp_path), *args))
+        suite.validate(eval_settings("--suite", "adaptive", "--model_dir", str(tmp_path), *args))
 
 
 def test_suite_writes_the_report(mnist, mnist_folder, tmp_path, monkeypatch):
@@ -222,16 +221,16 @@ def test_suite_writes_the_report(mnist, mnist_folder, tmp_path, monkeypatch):
 
     # The whole report path with a short cascade (main attack, single step, Square; the full plan is tested above),
     # the target under L2 only, the biCNN reference under L-inf (as always).
-    plan, probe_plan, evaluate = suite.plan, suite.probe_plan, suite.evaluate
-    monkeypatch.setattr(suite, "plan", lambda *a, **k: [s for s in plan(*a, **k)
-                                                        if s.standalone or s.label == "square"])
-    monkeypatch.setattr(suite, "probe_plan", lambda *a, **k: probe_plan(*a, **k)[:1])
-    monkeypatch.setattr(suite, "evaluate", lambda *a, norms=(L2,), **k: evaluate(*a, norms=norms, **k))
+    plan, probe_plan, evaluate = planning.plan, planning.probe_plan, cascade.evaluate
+    monkeypatch.setattr(planning, "plan", lambda *a, **k: [s for s in plan(*a, **k)
+                                                           if s.standalone or s.label == "square"])
+    monkeypatch.setattr(planning, "probe_plan", lambda *a, **k: probe_plan(*a, **k)[:1])
+    monkeypatch.setattr(cascade, "evaluate", lambda *a, norms=(L2,), **k: evaluate(*a, norms=norms, **k))
 
     train = (mnist.train.images[:1500], mnist.train.labels[:1500])
     cnn_dir = save_model_dir(tmp_path / "cnn", "cnn", mnist_folder, train)
     out = tmp_path / "out"
-    opts = parse("--suite", "adaptive", "--model_dir", cnn_dir, "--variant", "bi", "--num_examples", "12",
+    opts = eval_settings("--suite", "adaptive", "--model_dir", cnn_dir, "--variant", "bi", "--num_examples", "12",
                  "--budget", "0.05", "--undefended_dir", cnn_dir, "--output_dir", str(out), "--noprogress")
     lines = []
     report = get("adaptive").run(opts, ["dim_tf.eval"], lines.append)
@@ -254,7 +253,7 @@ def test_suite_writes_the_report(mnist, mnist_folder, tmp_path, monkeypatch):
     bicnn = stored["references"]["bicnn"]
     assert [r["label"] for r in bicnn["cascade"]] == ["bpda-st pgd_margin", "bpda-st fgsm", "square"]
     assert 0 <= bicnn["accuracy"] <= 1 and stored["references"]["verdicts"] == []  # no L-inf run of the target
-    said = suite.verdicts([{"variant": "bi", "variant_name": "bidim", "norms": {"linf": {"accuracy": 0.70}}}],
+    said = reporting.verdicts([{"variant": "bi", "variant_name": "bidim", "norms": {"linf": {"accuracy": 0.70}}}],
                           {"accuracy": 0.75})
     assert len(said) == 3 and "bidim does NOT beat the binarized CNN" in said[2] and "beats the binarized CNN" in said[0]
     text = (out / "adaptive.md").read_text()

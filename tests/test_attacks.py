@@ -8,14 +8,13 @@ import os
 import numpy as np
 import pytest
 
-import keras
 import tensorflow as tf
 
-from dim_tf.eval import ATTACKS, EvalError, ThreatModel, benchmark
+from dim_tf.eval import ATTACKS, EvalError, ThreatModel, run_attack
 from dim_tf.eval.attacks import _foolbox as fbx
 from dim_tf.eval.attacks.base import Attack
 from dim_tf.eval.foolbox_compat import foolbox as fb
-from dim_tf.eval.runner import CountingModel
+from dim_tf.eval.attack_run import CountingModel
 
 MinimizationAttack = fb.attacks.base.MinimizationAttack
 
@@ -50,22 +49,6 @@ CASES = [(row.name, norm) for row in ATTACKS.values() for norm in row.norms]
 
 
 @pytest.fixture(scope="session")
-def tiny_cnn(mnist):
-    """A small undefended CNN, ~250 Adam steps on 4000 real MNIST images (a few seconds on 2 cores)."""
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((28, 28, 1)),
-        keras.layers.Conv2D(16, 3, strides=2, activation="relu"),
-        keras.layers.Conv2D(32, 3, strides=2, activation="relu"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10),
-    ])
-    model.compile(keras.optimizers.Adam(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(mnist.train.images[:4000], mnist.train.labels[:4000], batch_size=32, epochs=2, verbose=0)
-    return model
-
-
-@pytest.fixture(scope="session")
 def examples(mnist, tiny_cnn):
     """The correctly classified ones among the first NUM_EXAMPLES test images."""
     x, y = mnist.test.images[:NUM_EXAMPLES], mnist.test.labels[:NUM_EXAMPLES]
@@ -78,7 +61,7 @@ def large_eps(row: Attack, norm: ThreatModel) -> float:
     return TEST_EPS.get((row.name, norm), LARGE_EPS[norm])
 
 
-def run_attack(row: Attack, norm: ThreatModel, model, x, y, params=None):
+def raw_attack(row: Attack, norm: ThreatModel, model, x, y, params=None):
     """The attack's raw output at the norm's large eps, and per-example (success, distance)."""
     eps = None if row.kind == "minimal" else large_eps(row, norm)
     out = row.fn(CountingModel(model), tf.constant(x), tf.constant(y), eps, norm, row.resolve_params(params), 0)
@@ -90,7 +73,7 @@ def run_attack(row: Attack, norm: ThreatModel, model, x, y, params=None):
 
 
 def check_attack(row: Attack, norm: ThreatModel, model, x, y, params=None):
-    adv, success, dist = run_attack(row, norm, model, x, y, params)
+    adv, success, dist = raw_attack(row, norm, model, x, y, params)
     eps = large_eps(row, norm)
     assert adv.shape == x.shape
     assert np.isfinite(adv).all()
@@ -189,19 +172,19 @@ def test_failed_init_falls_back_to_the_nearest_other_class_image(tiny_cnn, examp
 
 
 def test_foolbox_passes_are_counted(tiny_cnn, mnist):
-    """The runner's CountingModel sees foolbox's calls (compiled by tf.function, differentiated from outside)."""
+    """run_attack's CountingModel sees foolbox's calls (compiled by tf.function, differentiated from outside)."""
     x, y = mnist.test.images[:20], mnist.test.labels[:20]
-    r = benchmark(tiny_cnn, x, y, "ddn", "l2", 1.5, params={"steps": 5}, progress=False)
+    r = run_attack(tiny_cnn, x, y, "ddn", "l2", 1.5, params={"steps": 5}, progress=False)
     attacked = sum(r["clean_correct"])
     assert r["forward_passes"] == r["backward_passes"] == 5 * attacked  # one value-and-gradient per step
     assert r["zero_gradient"] is False
-    r = benchmark(tiny_cnn, x, y, "boundary", "l2", 1.5, params={"steps": 5}, progress=False)
+    r = run_attack(tiny_cnn, x, y, "boundary", "l2", 1.5, params={"steps": 5}, progress=False)
     assert r["backward_passes"] == 0 and r["forward_passes"] > 5 * attacked
 
 
 def test_l0_at_the_paper_threshold(tiny_cnn, mnist):
     x, y = mnist.test.images[:20], mnist.test.labels[:20]
-    r = benchmark(tiny_cnn, x, y, "pointwise", "l0", 12, params={"repeats": 1, "init_steps": 100}, progress=False)
+    r = run_attack(tiny_cnn, x, y, "pointwise", "l0", 12, params={"repeats": 1, "init_steps": 100}, progress=False)
     assert r["threat_model"] == "l0" and r["eps"] == [12.0]
     found = [d for d in r["minimal_distance"]["distance"] if d is not None]
     assert found and all(d == int(d) for d in found)  # whole pixels
@@ -223,7 +206,7 @@ def test_every_norm_is_covered():
 
 def test_benchmark_result_is_consistent(tiny_cnn, mnist):
     x, y = mnist.test.images[:40], mnist.test.labels[:40]
-    r = benchmark(tiny_cnn, x, y, "pgd", "linf", "0.05,0.3", batch_size=16, params={"steps": 5}, progress=False)
+    r = run_attack(tiny_cnn, x, y, "pgd", "linf", "0.05,0.3", batch_size=16, params={"steps": 5}, progress=False)
     assert r["eps"] == [0.05, 0.3] and r["threat_model"] == "linf"
     correct = np.array(r["clean_correct"])
     assert r["clean_accuracy"] == pytest.approx(correct.mean())
@@ -242,7 +225,7 @@ def test_benchmark_result_is_consistent(tiny_cnn, mnist):
 
 def test_minimal_attack_is_thresholded_at_each_eps(tiny_cnn, mnist):
     x, y = mnist.test.images[:20], mnist.test.labels[:20]
-    r = benchmark(tiny_cnn, x, y, "cw_l2", "l2", [0.5, 3.0], params={"binary_search_steps": 2, "max_iterations": 30},
+    r = run_attack(tiny_cnn, x, y, "cw_l2", "l2", [0.5, 3.0], params={"binary_search_steps": 2, "max_iterations": 30},
                   progress=False)
     small, large = (np.array(res["success"]) for res in r["results"])
     assert not (small & ~large).any()
@@ -271,7 +254,7 @@ def test_missing_gradient_is_zero_and_flagged(tiny_cnn, mnist):
     for name, norm in CASES:
         if compiles_too_slowly(name, norm):
             continue
-        r = benchmark(bi, x, y, name, norm, None, params=fast.get(name), progress=False)
+        r = run_attack(bi, x, y, name, norm, None, params=fast.get(name), progress=False)
         assert r["zero_gradient"] is True and r["gradient_probe"]["none"] is True, name
         assert any("gradient masking" in w for w in r["warnings"])
 
@@ -280,15 +263,15 @@ def test_straight_through_gradient_is_not_flagged(tiny_cnn, mnist):
     from dim_tf.models import BinarizedInput
 
     bi = BinarizedInput(tiny_cnn, gradient="straight_through")
-    r = benchmark(bi, mnist.test.images[:12], mnist.test.labels[:12], "fgsm", "linf", 0.3, progress=False)
+    r = run_attack(bi, mnist.test.images[:12], mnist.test.labels[:12], "fgsm", "linf", 0.3, progress=False)
     assert r["zero_gradient"] is False
 
 
 def test_restarts_only_for_randomized_attacks(tiny_cnn, mnist):
     x, y = mnist.test.images[:10], mnist.test.labels[:10]
-    r = benchmark(tiny_cnn, x, y, "fgsm", "linf", 0.01, restarts=3, progress=False)
+    r = run_attack(tiny_cnn, x, y, "fgsm", "linf", 0.01, restarts=3, progress=False)
     assert r["attack"]["restarts_used"] == 1 and any("deterministic" in w for w in r["warnings"])
-    r = benchmark(tiny_cnn, x, y, "pgd", "linf", 0.01, restarts=3, params={"steps": 2}, progress=False)
+    r = run_attack(tiny_cnn, x, y, "pgd", "linf", 0.01, restarts=3, params={"steps": 2}, progress=False)
     assert r["attack"]["restarts_used"] == 3
     # Each restart attacks only the examples still unbroken: at most 3 runs of 2 steps per attacked example.
     assert r["forward_passes"] <= 3 * 2 * sum(r["clean_correct"])
@@ -317,7 +300,7 @@ def test_benchmark_refuses_bad_input(kwargs, match, mnist):
         raise AssertionError("the model must not be called on bad input")
 
     with pytest.raises(EvalError, match=match):
-        benchmark(model, mnist.test.images[:4], mnist.test.labels[:4], args.pop("attack"), args.pop("norm"),
+        run_attack(model, mnist.test.images[:4], mnist.test.labels[:4], args.pop("attack"), args.pop("norm"),
                   args.pop("eps_list"), progress=False, **args)
 
 

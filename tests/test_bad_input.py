@@ -15,10 +15,9 @@ import time
 
 import numpy as np
 import pytest
-from absl import flags
-
+from conftest import eval_settings
 from dim_tf import data, lite, model_dir as md, registry, train
-from dim_tf.eval import cli
+from dim_tf.eval import single
 
 # What a user's shell has: no TF_CPP_MIN_LOG_LEVEL, no CUDA_VISIBLE_DEVICES.
 USER_ENV = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "CUDA_VISIBLE_DEVICES")}
@@ -37,13 +36,6 @@ def one_error_line(proc) -> str:
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (proc.returncode, proc.stderr)
     return lines[0]
-
-
-def eval_flags(*args):
-    fv = flags.FlagValues()
-    cli.define_flags(fv)
-    fv(["dim_tf.eval", *args])
-    return fv
 
 
 def saved_run(folder, model, manifest: dict) -> str:
@@ -69,7 +61,7 @@ def cnn_run(tmp_path_factory, mnist_folder):
     folder = tmp_path_factory.mktemp("cnn_run") / "run"
     md.record_config(str(folder), TINY_CONFIG)
     with pytest.raises(md.ModelDirError, match="training did not finish there") as info:
-        cli.run(eval_flags("--model_dir", str(folder), "--attack", "fgsm"))
+        single.run(eval_settings("--model_dir", str(folder), "--attack", "fgsm"))
     hint = re.search(r"`(python -m dim_tf\.train [^`]*)`", str(info.value)).group(1)
     proc = subprocess.run([sys.executable, *hint.split()[1:]], capture_output=True, text=True, timeout=300,
                           env={**USER_ENV, data.DATA_DIR_ENV: mnist_folder})
@@ -111,7 +103,7 @@ def test_zero_epochs_are_refused_and_an_untrained_manifest_is_not_evaluated(tmp_
     folder = saved_run(tmp_path / "run", models["cnn"], {"model": "cnn", "stages": {"classifier": {"epochs": 0}}})
     monkeypatch.setattr("dim_tf.data.load", lambda *a, **k: pytest.fail("data loaded"))
     with pytest.raises(md.ModelDirError, match=r"untrained model \(stage classifier ran 0 epochs\).*--epochs >= 1"):
-        cli.run(eval_flags("--model_dir", folder, "--attack", "fgsm", "--output", str(tmp_path / "r.json")))
+        single.run(eval_settings("--model_dir", folder, "--attack", "fgsm", "--output", str(tmp_path / "r.json")))
     from dim_tf.export import exporter
 
     with pytest.raises(md.ModelDirError, match="untrained model"):
@@ -126,7 +118,7 @@ def test_manifest_that_does_not_match_the_model_file(tmp_path, models, monkeypat
     monkeypatch.setattr("dim_tf.data.load", lambda *a, **k: pytest.fail("data loaded"))
     message = f"holds a {file_model} model but .*manifest.json says '{manifest_model}'.*new --model_dir"
     with pytest.raises(md.ModelDirError, match=message):
-        cli.run(eval_flags("--model_dir", folder, "--attack", "fgsm", "--output", str(tmp_path / "r.json")))
+        single.run(eval_settings("--model_dir", folder, "--attack", "fgsm", "--output", str(tmp_path / "r.json")))
     from dim_tf.export import exporter
 
     with pytest.raises(md.ModelDirError, match=message):
@@ -197,10 +189,10 @@ def test_unfinished_run_hint_works_as_printed(cnn_run):
 # 7. eval --output FOLDER
 def test_eval_output_that_is_a_folder_is_refused_before_any_work(tmp_path, no_work):
     with pytest.raises(ValueError, match=r"--output '.*' is a folder; give the result's file name"):
-        cli.run(eval_flags("--model_dir", str(tmp_path), "--attack", "fgsm", "--output", str(tmp_path)))
+        single.run(eval_settings("--model_dir", str(tmp_path), "--attack", "fgsm", "--output", str(tmp_path)))
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(ValueError, match=r"a_file is a file, not a folder\); pick another --output"):
-        cli.run(eval_flags("--model_dir", str(tmp_path), "--attack", "fgsm",
+        single.run(eval_settings("--model_dir", str(tmp_path), "--attack", "fgsm",
                            "--output", str(tmp_path / "a_file" / "r.json")))
 
 
@@ -266,7 +258,7 @@ def test_messages_name_the_problem(tmp_path, models, monkeypatch, mnist_folder):
     with pytest.raises(data.DataError, match=r"\(from \$DIM_TF_DATA_DIR\) does not exist; set \$DIM_TF_DATA_DIR"):
         data.load("mnist", None)
     with pytest.raises(data.DataError, match=r"\(from \$DIM_TF_DATA_DIR\)"):
-        data.load("mnist", cli.pick_data_dir(None, {}))  # eval and export pass the variable's value on
+        data.load("mnist", data.data_dir_for(None, {}))  # eval and export pass the variable's value on
     monkeypatch.setenv(data.DATA_DIR_ENV, str(idx))
     with pytest.raises(data.DataError, match=r"magic number.*comes from \$DIM_TF_DATA_DIR"):
         data.load("mnist", None)

@@ -8,28 +8,9 @@ import sys
 
 import pytest
 
-from absl import flags
-
+from conftest import eval_settings, save_model_dir
 from dim_tf import model_dir as md
-from dim_tf.eval import cli
-
-
-def save_model_dir(folder, name, data_source, train=None):
-    """A minimal finished run: model.keras + manifest.json (what dim_tf.model_dir.load needs)."""
-    import keras
-
-    from dim_tf import registry
-
-    keras.utils.set_random_seed(0)
-    model = registry.build(registry.TrainConfig(model=name))
-    if train is not None:  # a few plain-Keras steps, so that some test images are classified right
-        model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        model.fit(*train, batch_size=50, epochs=1, verbose=0)
-    os.makedirs(folder, exist_ok=True)
-    md.save_model(model, str(folder))
-    md.write_json(os.path.join(folder, md.MANIFEST), {"model": name, "dataset": "mnist", "data_source": data_source,
-                                                      "seed": 0, "test_accuracy": {}})
-    return str(folder)
+from dim_tf.eval import single
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +22,6 @@ def cnn_dir(tmp_path_factory, mnist, mnist_folder):
 @pytest.fixture(scope="module")
 def madry_dir(tmp_path_factory, mnist_folder):
     return save_model_dir(tmp_path_factory.mktemp("madry"), "madry", mnist_folder)
-
-
-def parse(*args):
-    fv = flags.FlagValues()
-    cli.define_flags(fv)
-    fv(["dim_tf.eval", *args])
-    return fv
 
 
 @pytest.mark.parametrize("args,match", [
@@ -73,22 +47,22 @@ def parse(*args):
 ])
 def test_bad_flags_are_refused_before_any_work(args, match, no_work):
     with pytest.raises(ValueError, match=match):
-        cli.run(parse("--model_dir", "/nonexistent", *args))
+        single.run(eval_settings("--model_dir", "/nonexistent", *args))
 
 
 def test_model_dir_without_manifest(tmp_path, monkeypatch):
     monkeypatch.setattr("dim_tf.data.load", lambda *a, **k: pytest.fail("data loaded"))
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(md.ModelDirError, match="has no manifest.json"):
-        cli.run(parse("--model_dir", str(tmp_path), "--attack", "pgd"))
+        single.run(eval_settings("--model_dir", str(tmp_path), "--attack", "pgd"))
     with pytest.raises(md.ModelDirError, match="does not exist"):
-        cli.run(parse("--model_dir", str(tmp_path / "nope"), "--attack", "pgd"))
+        single.run(eval_settings("--model_dir", str(tmp_path / "nope"), "--attack", "pgd"))
 
 
 def test_bi_variant_of_madry_is_refused(madry_dir, monkeypatch, tmp_path):
     monkeypatch.setattr("dim_tf.data.load", lambda *a, **k: pytest.fail("data loaded"))
     with pytest.raises(ValueError, match="has no binarized variant"):
-        cli.run(parse("--model_dir", madry_dir, "--attack", "pgd", "--variant", "bi",
+        single.run(eval_settings("--model_dir", madry_dir, "--attack", "pgd", "--variant", "bi",
                       "--output", str(tmp_path / "x.json")))
 
 
@@ -151,8 +125,8 @@ def test_cli_writes_one_json(cnn_dir, tmp_path):
 
 
 def test_bi_variant_with_exact_gradient_is_flagged(cnn_dir, tmp_path):
-    result = cli.run(parse("--model_dir", cnn_dir, "--attack", "fgsm", "--variant", "bi", "--num_examples", "20",
-                           "--noprogress"), log=lambda *_: None)
+    result = single.run(eval_settings("--model_dir", cnn_dir, "--attack", "fgsm", "--variant", "bi",
+                                      "--num_examples", "20", "--noprogress"), log=lambda *_: None)
     check_schema(result, 20, [0.3])
     assert result["model"]["variant_name"] == "bicnn" and result["zero_gradient"] is True
     assert os.path.exists(os.path.join(cnn_dir, "eval", "bicnn-fgsm-linf.json"))  # the default output path

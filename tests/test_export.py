@@ -106,20 +106,20 @@ def test_graph_rewrites_compute_the_same_convolutions(kernel):
     """The exported graph's SPACE_TO_DEPTH image convolution and DEPTH_TO_SPACE transposed convolution."""
     import keras
 
-    from dim_tf.export.exporter import _image_conv, _transpose_conv
+    from dim_tf.export.graph import image_conv, transpose_conv
 
     rng = np.random.default_rng(kernel)
     x = rng.uniform(size=(2, 28, 28, 1)).astype(np.float32)
     conv = keras.layers.Conv2D(6, kernel, strides=2, padding="same", activation="relu")
     conv(x)
     conv.bias.assign(rng.normal(size=6).astype(np.float32))
-    np.testing.assert_allclose(_image_conv(conv, x), conv(x), atol=1e-5)
+    np.testing.assert_allclose(image_conv(conv, x), conv(x), atol=1e-5)
     h = rng.normal(size=(2, 7, 7, 4)).astype(np.float32)
     up = keras.layers.Conv2DTranspose(3, 3, strides=2, padding="same", activation="sigmoid")
     up(h)
     up.bias.assign(rng.normal(size=3).astype(np.float32))
-    np.testing.assert_allclose(_transpose_conv(up, h), up(h), atol=1e-5)
-    assert _transpose_conv(up, h).shape == (2, 14, 14, 3)
+    np.testing.assert_allclose(transpose_conv(up, h), up(h), atol=1e-5)
+    assert transpose_conv(up, h).shape == (2, 14, 14, 3)
 
 
 def test_signature_names(bundle):
@@ -269,9 +269,9 @@ def test_export_refuses_bad_requests(model_dir, bundle, tmp_path):
 
 
 def test_benchmark_smoke(bundle):
-    from dim_tf.export import benchmark
+    from dim_tf.bench import bundle as bundle_speed
 
-    rows = benchmark.benchmark(bundle, runs=3, warmup=1, log=lambda *a: None)
+    rows = bundle_speed.benchmark(bundle, runs=3, warmup=1, log=lambda *a: None)
     assert set(rows) == {"tflite quantized (int8)", "tflite float (float32)", "tflite quantized (int8), no XNNPACK",
                          "tflite float (float32), no XNNPACK"}
     assert rows["tflite quantized (int8)"]["xnnpack"] and not rows["tflite quantized (int8), no XNNPACK"]["xnnpack"]
@@ -280,13 +280,13 @@ def test_benchmark_smoke(bundle):
 
 def test_interpreter_crash_in_verification_is_an_export_error(monkeypatch, tmp_path):
     """TFLite kernels abort (SIGABRT) rather than raise; the verification's child process turns that into an error."""
-    from dim_tf.export import exporter
+    from dim_tf.export import ExportError, verify
 
     real_run = subprocess.run
-    monkeypatch.setattr(exporter.subprocess, "run", lambda cmd, **kw: real_run(
+    monkeypatch.setattr(verify.subprocess, "run", lambda cmd, **kw: real_run(
         [sys.executable, "-c", "import os, sys; print('kernel check failed', file=sys.stderr); os.abort()"], **kw))
-    with pytest.raises(exporter.ExportError, match=r"model\.tflite on the test set failed \(signal 6\)"):
-        exporter._run_bundle_model(str(tmp_path), "quantized", str(tmp_path / "x.npy"), str(tmp_path))
+    with pytest.raises(ExportError, match=r"model\.tflite on the test set failed \(signal 6\)"):
+        verify.run_bundle_model(str(tmp_path), "quantized", str(tmp_path / "x.npy"), str(tmp_path))
 
 
 # ----------------------------------------------------------------------------------------------------- robustness

@@ -10,18 +10,17 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import eval_settings, save_model_dir
 from dim_tf import model_dir as md
 from dim_tf.eval import aggregate, paper_numbers as paper, tables
 from dim_tf.eval.suites import paper as suite
 from dim_tf.eval.threat import EvalError
 
-from test_eval_cli import parse, save_model_dir  # tests/ is on sys.path under pytest
-
 INF = math.inf
 
 
 def fake_result(name, kind, correct, eps, success, distance=None, minimal=None):
-    """A runner result (the fields the aggregation reads) for `name` at one eps."""
+    """A `run_attack` result (the fields the aggregation reads) for `name` at one eps."""
     return {"attack": {"name": name, "kind": kind}, "threat_model": "l2", "clean_correct": correct,
             "results": [{"eps": eps, "success": success, "distance": distance or [None] * len(correct)}],
             "minimal_distance": None if minimal is None else {"distance": minimal}}
@@ -95,7 +94,7 @@ def test_paper_numbers_are_complete():
 # ------------------------------------------------------------------------------------------------------------------
 
 def suite_flags(*args):
-    return parse("--suite", "paper", *args)
+    return eval_settings("--suite", "paper", *args)
 
 
 @pytest.mark.parametrize("args,match", [
@@ -130,7 +129,7 @@ def test_attack_missing_from_the_table_is_refused(monkeypatch, no_work):
 
 def test_unknown_model_dir_and_model_without_column(tmp_path, monkeypatch):
     monkeypatch.setattr("dim_tf.data.load", lambda *a, **k: pytest.fail("data loaded"))
-    monkeypatch.setattr("dim_tf.eval.runner.benchmark", lambda *a, **k: pytest.fail("attack ran"))
+    monkeypatch.setattr("dim_tf.eval.attack_run.run_attack", lambda *a, **k: pytest.fail("attack ran"))
     args = ("--output_dir", str(tmp_path / "out"), "--attack", "fgsm")
     with pytest.raises(md.ModelDirError, match="does not exist"):
         suite.run(suite_flags("--models", str(tmp_path / "nope"), *args))
@@ -240,15 +239,15 @@ def test_pictures_are_written(first_run):
 
 def test_resume_reuses_matching_jsons(first_run, model_dirs, monkeypatch):
     out, first, _ = first_run
-    from dim_tf.eval import runner
+    from dim_tf.eval import attack_run
 
-    real, calls = runner.benchmark, []
+    real, calls = attack_run.run_attack, []
 
     def counting(model, images, labels, attack, *args, **kwargs):
         calls.append(attack.name)
         return real(model, images, labels, attack, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "benchmark", counting)
+    monkeypatch.setattr(attack_run, "run_attack", counting)
     monkeypatch.setattr("dim_tf.eval.pictures.available", lambda: False)  # drawn in the first run already
     again, logs = run_suite(model_dirs, out)
     assert calls == []  # every JSON reused

@@ -1,5 +1,5 @@
 """Attack batches split over replicas (dim_tf.eval.replicas): the split model equals the plain one, runs each slice
-on its own device, and `benchmark` under MirroredStrategy over two logical CPUs gives the default strategy's
+on its own device, and `run_attack` under MirroredStrategy over two logical CPUs gives the default strategy's
 results; `python -m dim_tf.eval --strategy mirrored --cpu_devices 2` records its two replicas."""
 
 import json

@@ -1,7 +1,7 @@
 """The one adapter between the attack table and foolbox 3.3.4 (imported through `dim_tf.eval.foolbox_compat`).
 
-An attack function gets the runner's `model_fn` (images [B, 28, 28, 1] float32 in [0, 1] -> logits [B, 10]; the
-runner's `CountingModel`, which counts every pass foolbox makes and turns a missing gradient into zeros), `x` [B, 28,
+An attack function gets `run_attack`'s `model_fn` (images [B, 28, 28, 1] float32 in [0, 1] -> logits [B, 10]; the
+`CountingModel`, which counts every pass foolbox makes and turns a missing gradient into zeros), `x` [B, 28,
 28, 1] and the true labels `y` [B] (TF tensors or NumPy). `run` hands them to a foolbox attack's `run` as eagerpy
 tensors (TensorFlow for gradient attacks, NumPy for the others; untargeted `Misclassification`, bounds (0, 1)) and
 returns NumPy [B, 28, 28, 1] float32.

@@ -29,26 +29,21 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from dim_tf.eval.attacks.base import Attack, _iterative, params_checks
+from dim_tf.eval.attacks.base import Attack, iterative
 from dim_tf.eval.threat import EvalError, ThreatModel
+from dim_tf.predict import margin as margin_loss
+from dim_tf.predict import scores as _predict_scores
 
 LINF, L2 = ThreatModel.LINF, ThreatModel.L2
-LOSSES = ("margin", "dlr", "targeted", "feature")
 THRESHOLD = 0.5  # biDIM's / biCNN's binarization: x >= 0.5 -> 1
 FLIP_MARGIN = 1e-6  # a flipped pixel lands this far past the threshold: float32 rounding cannot undo the flip
 COST_FLOOR = 0.01  # L2 pixel flip: gain per cost, with costs below this counted as this
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Losses on the scores (logits), per example; every one is maximised by the attack.
+# Losses on the scores (logits), per example; every one is maximised by the attack. The CW margin
+# max_{j != y} Z_j - Z_y is `dim_tf.predict.margin` (`margin_loss` here).
 # ------------------------------------------------------------------------------------------------------------------
-
-def margin_loss(logits, y):
-    """CW margin max_{j != y} Z_j - Z_y: > 0 exactly when the example is misclassified. [B, K], [B] -> [B]."""
-    onehot = tf.one_hot(y, tf.shape(logits)[-1], dtype=logits.dtype)
-    other = tf.reduce_max(logits - onehot * 1e9, axis=-1)
-    return other - tf.reduce_sum(onehot * logits, axis=-1)
-
 
 def dlr_loss(logits, y):
     """Croce & Hein (2020)'s DLR: margin / (Z_(1) - Z_(3)), invariant to the scale and shift of the scores."""
@@ -178,15 +173,9 @@ def pgd_dlr(model_fn, x, y, eps, norm, params, restart=0, *, on_step=None):
                start=_start(x, eps, norm, restart), eot=params["eot"], on_step=on_step)
 
 
-@tf.function(reduce_retracing=True)
-def _scores(model_fn, images):
-    return model_fn(images)
-
-
 def scores_of(model_fn, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """model_fn's scores for `images`, NumPy [N, K], in chunks."""
-    return np.concatenate([_scores(model_fn, tf.constant(images[i:i + batch_size])).numpy()
-                           for i in range(0, len(images), batch_size)])
+    """model_fn's scores for `images` (the attacks' own iterates: not checked), NumPy [N, K], in chunks."""
+    return _predict_scores(model_fn, images, batch_size, check=False)
 
 
 def pgd_targeted(model_fn, x, y, eps, norm, params, restart=0, *, on_step=None):
@@ -214,25 +203,25 @@ def pgd_targeted(model_fn, x, y, eps, norm, params, restart=0, *, on_step=None):
 
 
 def _adaptive_checks(params: dict) -> None:
-    _iterative(params)
+    iterative(params)
     if params.get("eot", 1) < 1:
         raise EvalError(f"eot {params['eot']} must be >= 1 (forward passes averaged per gradient)")
     if "targets" in params and not 1 <= params["targets"] <= 9:
         raise EvalError(f"targets {params['targets']} must lie in 1..9 (wrong classes tried, best first)")
 
 
-params_checks.update({"pgd_margin": _adaptive_checks, "pgd_dlr": _adaptive_checks, "pgd_targeted": _adaptive_checks})
-
 _COMMON = {"steps": 100, "rel_stepsize": 0.1, "eot": 1}
 ROWS = (
     Attack("pgd_margin", "adaptive", (LINF, L2), pgd_margin, dict(_COMMON), randomized=True, source="own",
            description="PGD on the CW margin of the scores; cosine step decay; restart 0 from x, later restarts "
-                       "random; eot>1: gradients averaged over noise draws"),
+                       "random; eot>1: gradients averaged over noise draws", check=_adaptive_checks, loss="margin"),
     Attack("pgd_dlr", "adaptive", (LINF, L2), pgd_dlr, dict(_COMMON), randomized=True, source="own",
-           description="PGD on the DLR loss (Croce & Hein 2020), scale-invariant margin"),
+           description="PGD on the DLR loss (Croce & Hein 2020), scale-invariant margin", check=_adaptive_checks,
+           loss="dlr"),
     Attack("pgd_targeted", "adaptive", (LINF, L2), pgd_targeted, {**_COMMON, "steps": 30, "targets": 9},
            randomized=True, source="own",
-           description="targeted margin PGD against every wrong class (highest clean score first), steps each"),
+           description="targeted margin PGD against every wrong class (highest clean score first), steps each",
+           check=_adaptive_checks, loss="targeted margin"),
 )
 
 
@@ -368,12 +357,11 @@ def _pixel_flip_checks(params: dict) -> None:
                         f"{params['candidates']}")
 
 
-params_checks["pixel_flip"] = _pixel_flip_checks
-
 PIXEL_FLIP = Attack("pixel_flip", "adaptive", (LINF, L2), pixel_flip, {"rounds": 60, "candidates": 8},
                     randomized=True, source="own",
                     description="greedy search over the pixels eps can push across 0.5 (L2: within the budget), "
-                                "ranked by (straight-through) gradients, each flip verified by an exact forward pass")
+                                "ranked by (straight-through) gradients, each flip verified by an exact forward pass",
+                    check=_pixel_flip_checks, loss="margin")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -437,7 +425,8 @@ def feature_attack(variant, bank_images: np.ndarray, bank_labels: np.ndarray, ta
         return out
 
     return Attack("feature", "adaptive", (LINF, L2), fn, {}, randomized=True, source="own",
-                  description="pushes D(x') toward F_t(D(x_t)) for the nearest bank image x_t of a wrong class t")
+                  description="pushes D(x') toward F_t(D(x_t)) for the nearest bank image x_t of a wrong class t",
+                  loss="denoiser output distance")
 
 
 def binarization_refinement(model, x: np.ndarray, adv: np.ndarray, y: np.ndarray) -> np.ndarray:

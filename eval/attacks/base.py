@@ -20,7 +20,9 @@ class Attack:
     usable inside `tf.function`), `x` float32 tensor [B, 28, 28, 1] in [0, 1], `y` int32 tensor [B] of true labels
     (untargeted), `eps` a float (None for "minimal" attacks), `norm` a `ThreatModel`, `params` this row's defaults
     updated by the caller, `restart` 0, 1, ... (randomised attacks draw a new start). Returns [B, 28, 28, 1] in
-    [0, 1] (tensor or NumPy)."""
+    [0, 1] (tensor or NumPy). `check(params)` refuses resolved parameters the attack cannot run with (an
+    `EvalError`); `loss` names what the attack optimises, as the result JSON records it (a string, or a function
+    of the resolved parameters; None for attacks that optimise no loss: decision-based, noise, transfer)."""
 
     name: str
     family: str
@@ -32,6 +34,8 @@ class Attack:
     uses_gradient: bool = True
     source: str = ""  # where the algorithm's code comes from
     description: str = ""
+    check: Callable[[dict], None] | None = None
+    loss: str | Callable[[dict], str] | None = None
 
     def __post_init__(self):
         assert self.kind in KINDS, self.kind
@@ -66,23 +70,22 @@ class Attack:
                 raise EvalError(f"attack {self.name!r}: parameter {key}={value!r} must be a "
                                 f"{type(default).__name__}") from None
             params[key] = value
-        check = params_checks.get(self.name)
-        if check:
-            check(params)
+        if self.check is not None:
+            self.check(params)
         return params
 
+    def loss_of(self, params: dict) -> str | None:
+        """The loss the attack optimises with these (resolved) parameters."""
+        return self.loss(params) if callable(self.loss) else self.loss
 
-def _positive(params: dict, *keys: str) -> None:
+
+def positive(params: dict, *keys: str) -> None:
     for key in keys:
         if key in params and not params[key] > 0:
             raise EvalError(f"parameter {key} must be > 0, got {params[key]}")
 
 
-def _iterative(params: dict) -> None:
-    _positive(params, "steps", "rel_stepsize")
+def iterative(params: dict) -> None:
+    positive(params, "steps", "rel_stepsize")
     if params.get("rel_stepsize", 0) > 1:
         raise EvalError(f"rel_stepsize {params['rel_stepsize']} > 1: a step larger than eps (CleverHans refuses it)")
-
-
-# Extra checks of resolved parameters, by attack name (registered by the family modules).
-params_checks: dict[str, Callable[[dict], None]] = {}

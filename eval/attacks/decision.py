@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from dim_tf.eval.attacks import _foolbox as fbx
-from dim_tf.eval.attacks.base import Attack, _positive, params_checks
+from dim_tf.eval.attacks.base import Attack, positive
 from dim_tf.eval.foolbox_compat import foolbox as fb
 from dim_tf.eval.threat import ThreatModel
 
@@ -56,14 +56,6 @@ def pointwise(model_fn, x, y, eps, norm, params, restart=0):
     return best
 
 
-params_checks.update({
-    "boundary": lambda p: _positive(p, "steps", "spherical_step", "source_step", "step_adaptation",
-                                    "init_directions", "init_steps"),
-    "hop_skip_jump": lambda p: _positive(p, "steps", "initial_gradient_eval_steps", "max_gradient_eval_steps",
-                                         "gamma", "init_directions", "init_steps"),
-    "pointwise": lambda p: _positive(p, "repeats", "init_steps"),
-})
-
 ROWS = (
     Attack("boundary", "decision", (L2,), boundary,
            {"steps": 3000, "spherical_step": 0.1, "source_step": 0.1, "step_adaptation": 2.0,
@@ -71,19 +63,24 @@ ROWS = (
            source=f"{fbx.SOURCE} BoundaryAttack (unchanged; init: LinearSearchBlendedUniformNoiseAttack, nearest "
                   "other-class image where it fails)",
            description="Boundary attack (Brendel et al. 2018): random walk along the decision boundary towards x; "
-                       "top class only; minimal distance"),
+                       "top class only; minimal distance",
+           check=lambda p: positive(p, "steps", "spherical_step", "source_step", "step_adaptation", "init_directions",
+                                    "init_steps")),
     Attack("hop_skip_jump", "decision", (L2, LINF), hop_skip_jump,
            {"steps": 10, "initial_gradient_eval_steps": 100, "max_gradient_eval_steps": 10000, "gamma": 1.0,
             "init_directions": 100, "init_steps": 50}, kind="minimal", randomized=True, uses_gradient=False,
            source=f"{fbx.SOURCE} HopSkipJumpAttack (unchanged; init: LinearSearchBlendedUniformNoiseAttack, "
                   "nearest other-class image where it fails)",
            description="HopSkipJump (Chen et al. 2020): boundary normal estimated from top-class queries, "
-                       "geometric steps, binary search; minimal distance"),
+                       "geometric steps, binary search; minimal distance",
+           check=lambda p: positive(p, "steps", "initial_gradient_eval_steps", "max_gradient_eval_steps", "gamma",
+                                    "init_directions", "init_steps")),
     Attack("pointwise", "decision", (L0,), pointwise,
            {"repeats": 3, "init_steps": 100, "l2_binary_search": False}, kind="minimal", randomized=True,
            uses_gradient=False,
            source=f"{fbx.SOURCE} PointwiseAttack (unchanged; init: SaltAndPepperNoiseAttack, nearest other-class "
                   "image where it fails)",
            description="Pointwise (Schott et al. 2019): salt-and-pepper start, pixels reset to x one by one while "
-                       "still adversarial; best of `repeats`; minimal L0"),
+                       "still adversarial; best of `repeats`; minimal L0",
+           check=lambda p: positive(p, "repeats", "init_steps")),
 )

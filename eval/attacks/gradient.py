@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from dim_tf.eval import cleverhans_compat as ch
-from dim_tf.eval.attacks.base import Attack, _iterative, params_checks
+from dim_tf.eval.attacks.base import Attack, iterative
 from dim_tf.eval.threat import EvalError, ThreatModel
 
 LINF, L2, L1 = ThreatModel.LINF, ThreatModel.L2, ThreatModel.L1
@@ -111,28 +111,30 @@ def sparse_l1_descent(model_fn, x, y, eps, steps, step, sparsity, rand_init=Fals
 
 
 def _pgd_checks(params):
-    _iterative(params)
+    iterative(params)
     if not 0.0 <= params["sparsity"] < 1.0:
         raise EvalError(f"sparsity {params['sparsity']} must lie in [0, 1) (the fraction of coordinates left out "
                         "of an L1 step)")
 
 
-params_checks.update({"pgd": _pgd_checks, "bim": _iterative, "mim": _iterative})
-
 ROWS = (
     Attack("fgsm", "gradient", (LINF,), fgsm, {}, source="cleverhans 4.0.0 fast_gradient_method (unchanged)",
-           description="Fast gradient sign method: one step of size eps (Goodfellow et al. 2015)"),
+           description="Fast gradient sign method: one step of size eps (Goodfellow et al. 2015)",
+           loss="cross_entropy"),
     Attack("fgm", "gradient", (L2,), fgsm, {}, source="cleverhans 4.0.0 fast_gradient_method (unchanged)",
-           description="Fast gradient method: one L2 step of length eps"),
+           description="Fast gradient method: one L2 step of length eps", loss="cross_entropy"),
     Attack("pgd", "gradient", (LINF, L2, L1), pgd,
            {"steps": 40, "rel_stepsize": 0.0625, "rand_init": True, "sparsity": 0.99}, randomized=True,
            source="cleverhans 4.0.0 projected_gradient_descent (unchanged); L1: sparse L1 descent (own)",
            description="Projected gradient descent from a random start (Madry et al. 2018); L1: SLIDE "
-                       "(Tramer & Boneh 2019), first run from x, restarts from random points"),
+                       "(Tramer & Boneh 2019), first run from x, restarts from random points",
+           check=_pgd_checks, loss="cross_entropy"),
     Attack("bim", "gradient", (LINF, L2), bim, {"steps": 40, "rel_stepsize": 0.05},
            source="cleverhans 4.0.0 basic_iterative_method (sanity checks off: they crash on NumPy 2)",
-           description="Basic iterative method: PGD from x itself (Kurakin et al. 2017)"),
+           description="Basic iterative method: PGD from x itself (Kurakin et al. 2017)", check=iterative,
+           loss="cross_entropy"),
     Attack("mim", "gradient", (LINF, L2), mim, {"steps": 10, "rel_stepsize": 0.1, "decay_factor": 1.0},
            source="cleverhans 4.0.0 momentum_iterative_method (unchanged)",
-           description="Momentum iterative method, MI-FGSM (Dong et al. 2018)"),
+           description="Momentum iterative method, MI-FGSM (Dong et al. 2018)", check=iterative,
+           loss="cross_entropy"),
 )

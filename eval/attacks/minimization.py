@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from dim_tf.eval.attacks import _foolbox as fbx
-from dim_tf.eval.attacks.base import Attack, _positive, params_checks
+from dim_tf.eval.attacks.base import Attack, positive
 from dim_tf.eval.foolbox_compat import foolbox as fb
 from dim_tf.eval.threat import EvalError, ThreatModel
 
@@ -55,35 +55,32 @@ def _drop_negligible_changes(model_fn, x: np.ndarray, y, adv: np.ndarray) -> np.
 
 
 def _deepfool_checks(p):
-    _positive(p, "steps", "overshoot")
+    positive(p, "steps", "overshoot")
     if not 2 <= p["candidates"] <= 10:
         raise EvalError(f"candidates {p['candidates']} must lie in 2..10 (the top classes DeepFool tries)")
     if p["loss"] not in ("logits", "crossentropy"):
         raise EvalError(f"loss {p['loss']!r} must be logits or crossentropy")
 
 
-params_checks.update({
-    "ddn": lambda p: _positive(p, "init_epsilon", "steps", "gamma"),
-    "deepfool": _deepfool_checks,
-    "brendel_bethge": lambda p: _positive(p, "steps", "lr", "lr_decay", "lr_num_decay", "overshoot",
-                                          "binary_search_steps", "init_directions", "init_steps"),
-})
-
 ROWS = (
     Attack("ddn", "minimization", (L2,), ddn, {"steps": 100, "init_epsilon": 1.0, "gamma": 0.05}, kind="minimal",
            source=f"{fbx.SOURCE} DDNAttack (unchanged)",
            description="Decoupled direction and norm (Rony et al. 2019): cross-entropy gradient steps, L2 radius "
-                       "adapted per example; minimal distance"),
+                       "adapted per example; minimal distance",
+           check=lambda p: positive(p, "init_epsilon", "steps", "gamma"), loss="cross_entropy"),
     Attack("deepfool", "minimization", (L2, LINF), deepfool,
            {"steps": 50, "candidates": 10, "overshoot": 0.02, "loss": "logits"}, kind="minimal",
            source=f"{fbx.SOURCE} L2DeepFoolAttack / LinfDeepFoolAttack (unchanged)",
            description="DeepFool (Moosavi-Dezfooli et al. 2016): steps to the linearised nearest class boundary; "
-                       "minimal distance"),
+                       "minimal distance", check=_deepfool_checks,
+           loss=lambda p: "cross_entropy" if p.get("loss") == "crossentropy" else "margin"),
     Attack("brendel_bethge", "minimization", (L0, L1, L2, LINF), brendel_bethge,
            {"steps": 100, "lr": 1e-3, "lr_decay": 0.5, "lr_num_decay": 20, "momentum": 0.8, "overshoot": 1.1,
             "binary_search_steps": 10, "init_directions": 100, "init_steps": 100}, kind="minimal", randomized=True,
            source=f"{fbx.SOURCE} L0/L1/L2/LinfinityBrendelBethgeAttack (unchanged; init: "
                   "LinearSearchBlendedUniformNoiseAttack, nearest other-class image where it fails)",
            description="Brendel-Bethge (2019): walks the decision boundary towards x with a trust-region step on the "
-                       "logit margin; minimal distance"),
+                       "logit margin; minimal distance",
+           check=lambda p: positive(p, "steps", "lr", "lr_decay", "lr_num_decay", "overshoot", "binary_search_steps",
+                                    "init_directions", "init_steps"), loss="margin"),
 )

@@ -11,7 +11,7 @@ clipping leaves the norm at eps wherever a pixel has room, so foolbox has only t
 from __future__ import annotations
 
 from dim_tf.eval.attacks import _foolbox as fbx
-from dim_tf.eval.attacks.base import Attack, _positive, params_checks
+from dim_tf.eval.attacks.base import Attack, positive
 from dim_tf.eval.foolbox_compat import foolbox as fb
 from dim_tf.eval.threat import ThreatModel
 
@@ -37,9 +37,6 @@ def _noise_attack(noise: str):
     return attack
 
 
-params_checks.update({name: lambda p: _positive(p, "repeats") for name in ("gaussian_noise", "uniform_noise")})
-
-
 def _source(classes: str) -> str:
     return f"{fbx.SOURCE} {classes} (unchanged; clipping_aware at L2: the L2ClippingAware... variant)"
 
@@ -48,10 +45,11 @@ ROWS = (
     Attack("gaussian_noise", "noise", (L2,), _noise_attack("gaussian"), {"repeats": 100, "clipping_aware": True},
            randomized=True, uses_gradient=False,
            source=_source("L2RepeatedAdditiveGaussianNoiseAttack"),
-           description="Additive Gaussian noise of L2 norm eps: the first of `repeats` draws that fools the model"),
+           description="Additive Gaussian noise of L2 norm eps: the first of `repeats` draws that fools the model",
+           check=lambda p: positive(p, "repeats")),
     Attack("uniform_noise", "noise", (L2, LINF), _noise_attack("uniform"), {"repeats": 100, "clipping_aware": True},
            randomized=True, uses_gradient=False,
            source=_source("L2RepeatedAdditiveUniformNoiseAttack / LinfRepeatedAdditiveUniformNoiseAttack"),
            description="Additive uniform noise of L2 or L-inf norm eps: the first of `repeats` draws that fools "
-                       "the model (clipping_aware: L2 only)"),
+                       "the model (clipping_aware: L2 only)", check=lambda p: positive(p, "repeats")),
 )

@@ -4,7 +4,7 @@ an eps. Carlini-Wagner L2 (CleverHans' version, corrected in `dim_tf.eval.clever
 from __future__ import annotations
 
 from dim_tf.eval import cleverhans_compat as ch
-from dim_tf.eval.attacks.base import Attack, _positive, params_checks
+from dim_tf.eval.attacks.base import Attack, positive
 from dim_tf.eval.threat import ThreatModel
 
 
@@ -18,14 +18,13 @@ def cw_l2(model_fn, x, y, eps, norm, params, restart=0):
     return attack.attack(x.numpy())
 
 
-params_checks["cw_l2"] = lambda p: _positive(p, "binary_search_steps", "max_iterations", "initial_const",
-                                             "learning_rate")
-
 ROWS = (
     Attack("cw_l2", "optimization", (ThreatModel.L2,), cw_l2,
            {"binary_search_steps": 6, "max_iterations": 200, "learning_rate": 0.05, "initial_const": 0.01,
             "confidence": 0.0, "abort_early": True}, kind="minimal",
            source="cleverhans 4.0.0 carlini_wagner_l2 (own corrected version: it crashes on Keras 3)",
            description="Carlini & Wagner's L2 attack (2017): Adam on a tanh-box, binary search on the constant; "
-                       "minimal distance, thresholded at each eps"),
+                       "minimal distance, thresholded at each eps",
+           check=lambda p: positive(p, "binary_search_steps", "max_iterations", "initial_const", "learning_rate"),
+           loss="margin"),
 )

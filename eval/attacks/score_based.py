@@ -8,8 +8,9 @@ import numpy as np
 import tensorflow as tf
 
 from dim_tf.eval import cleverhans_compat as ch
-from dim_tf.eval.attacks.base import Attack, _positive, params_checks
+from dim_tf.eval.attacks.base import Attack, positive
 from dim_tf.eval.threat import EvalError, ThreatModel
+from dim_tf.predict import margin as margin_loss
 
 
 def spsa(model_fn, x, y, eps, norm, params, restart=0):
@@ -20,12 +21,9 @@ def spsa(model_fn, x, y, eps, norm, params, restart=0):
 
 
 def _spsa_checks(p):
-    _positive(p, "steps", "learning_rate", "delta", "spsa_samples", "spsa_iters")
+    positive(p, "steps", "learning_rate", "delta", "spsa_samples", "spsa_iters")
     if p["spsa_samples"] % 2:
         raise EvalError(f"spsa_samples {p['spsa_samples']} must be even (the probes are mirrored)")
-
-
-params_checks["spsa"] = _spsa_checks
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -46,8 +44,7 @@ def square_fraction(p_init: float, it: int, n_iters: int) -> float:
 @tf.function(reduce_retracing=True)
 def _margin(model_fn, images, y):
     """Z_y - max_{j != y} Z_j per example (< 0: fooled)."""
-    logits = model_fn(images)
-    return -ch.margin_logit_loss(logits, y, logits.shape[-1])
+    return -margin_loss(model_fn(images), y)
 
 
 def _margins(model_fn, images: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -169,13 +166,11 @@ def square(model_fn, x, y, eps, norm, params, restart=0):
 
 
 def _square_checks(p):
-    _positive(p, "queries")
+    positive(p, "queries")
     for key in ("p_init", "p_init_l2"):
         if not 0.0 < p[key] <= 1.0:
             raise EvalError(f"{key} {p[key]} must lie in (0, 1] (a fraction of the pixels)")
 
-
-params_checks["square"] = _square_checks
 
 ROWS = (
     Attack("spsa", "score_based", (ThreatModel.LINF,), spsa,
@@ -183,10 +178,11 @@ ROWS = (
            randomized=True, uses_gradient=False,
            source="cleverhans 4.0.0 spsa (own corrected, batched version: it crashes on Keras 3)",
            description="SPSA (Uesato et al. 2018): Adam on a finite-difference gradient estimate, margin loss; "
-                       "needs no gradient"),
+                       "needs no gradient", check=_spsa_checks, loss="margin"),
     Attack("square", "score_based", (ThreatModel.LINF, ThreatModel.L2), square,
            {"queries": 1000, "p_init": 0.8, "p_init_l2": 0.3}, randomized=True, uses_gradient=False,
            source="own (from the paper; p_init 0.8 as in AutoAttack and the authors' MNIST challenge run)",
            description="Square attack (Andriushchenko et al. 2020): random search over square windows on the "
-                       "margin; each example stops once fooled; needs no gradient"),
+                       "margin; each example stops once fooled; needs no gradient", check=_square_checks,
+           loss="margin"),
 )

@@ -1,8 +1,8 @@
 """Suites: many attacks on one or more models, one report. `python -m dim_tf.eval --suite NAME ...`.
 
-Each suite module has `run(opts, argv, log) -> dict`; `opts` carries every flag of `dim_tf.eval.cli` (suite flags
-are defined there too) as attributes. The table maps a suite name to its module, imported
-on first use so that `--help` stays fast.
+Each suite module has `run(settings, argv, log) -> dict`, with `settings` a `dim_tf.eval.settings.EvalSettings`
+(the suites' settings are fields there too) and `argv` the command line its reports record. The table maps a suite
+name to its module, imported on first use so that `--help` stays fast.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ Tables 1 and 2 with its protocol (its 15 attacks at its thresholds, exact binari
 
 For every model dir, every variant of it that is a paper column (cnn: CNN and biCNN; dim: DIM and biDIM; madry,
 im, single_im, dn_single_im: the model itself; abs: ABS and biABS) and every attack row of the paper (those the
-model's row selection keeps): one runner JSON at `DIR/MODEL_DIR_NAME/VARIANT-ATTACK-NORM.json`. A JSON already there
+model's row selection keeps): one result JSON at `DIR/MODEL_DIR_NAME/VARIANT-ATTACK-NORM.json`. A JSON already there
 with the same settings (attack, norm, threshold, parameters, restarts, seed, number of examples, variant, the
 model's manifest) is reused, so an interrupted suite resumes. Then `table1.md`, `table2.md`, `suite.json` (every
 aggregate, per-sample worst-case distances, seconds) and, with matplotlib, the pictures (`dim_tf.eval.pictures`).
@@ -21,6 +21,7 @@ import os
 import time
 
 from dim_tf.eval import aggregate, paper_numbers as paper
+from dim_tf.eval.settings import EvalSettings, check_run, parse_params
 from dim_tf.eval.threat import EvalError, ThreatModel
 
 SCHEMA = "dim_tf.eval.suite/1"
@@ -56,8 +57,8 @@ class ModelEntry:
     manifest_sha256: str
 
 
-def parse_models(opts) -> list[str]:
-    text = opts.models or opts.model_dir
+def parse_models(settings: EvalSettings) -> list[str]:
+    text = settings.models or settings.model_dir
     dirs = [d.strip() for d in (text or "").split(",") if d.strip()]
     if not dirs:
         raise EvalError("--suite paper needs models: --models DIR1,DIR2,... (finished training runs)")
@@ -95,7 +96,6 @@ def select_rows(attack_flag: str | None) -> list[paper.Row]:
 def resolve_params(rows: list[paper.Row], text: str | None) -> dict[str, dict]:
     """--params 'steps=10,cw_l2.max_iterations=50' -> {attack: resolved params} for the suite's attacks."""
     from dim_tf.eval import attacks
-    from dim_tf.eval.cli import parse_params
 
     names = sorted({r.attack for r in rows})
     overrides: dict[str, dict] = {name: {} for name in names}
@@ -115,26 +115,24 @@ def resolve_params(rows: list[paper.Row], text: str | None) -> dict[str, dict]:
     return {name: attacks.get(name).resolve_params(overrides[name]) for name in names}
 
 
-def validate(opts) -> dict:
+def validate(settings: EvalSettings) -> dict:
     """Every check that needs neither models nor data. Raises `EvalError`."""
-    from dim_tf.eval.cli import check_run_flags
-
     for flag in ("eps", "output"):
-        if getattr(opts, flag, None):
+        if getattr(settings, flag, None):
             raise EvalError(f"--{flag} does not apply to --suite paper (it uses the paper's thresholds and writes "
                             "one JSON per attack under --output_dir)")
-    if opts.variant != "default":
+    if settings.variant != "default":
         raise EvalError("--variant does not apply to --suite paper (it runs every variant of a model that is a "
                         "column of the paper's tables)")
-    if opts.bi_gradient != "exact":
+    if settings.bi_gradient != "exact":
         raise EvalError("--suite paper uses the exact binarization, as the paper did; BPDA (--bi_gradient "
-                        f"{opts.bi_gradient}) belongs to --suite adaptive")
-    if not opts.output_dir:
+                        f"{settings.bi_gradient}) belongs to --suite adaptive")
+    if not settings.output_dir:
         raise EvalError("--suite paper needs --output_dir (the per-attack JSONs, tables and pictures go there)")
-    check_run_flags(opts)
-    dirs = parse_models(opts)
-    rows = select_rows(opts.attack)
-    return {"dirs": dirs, "rows": rows, "params": resolve_params(rows, opts.params)}
+    check_run(settings)
+    dirs = parse_models(settings)
+    rows = select_rows(settings.attack)
+    return {"dirs": dirs, "rows": rows, "params": resolve_params(rows, settings.params)}
 
 
 def load_models(dirs: list[str], strategy) -> list[ModelEntry]:
@@ -160,48 +158,38 @@ def rows_for(model_name: str, variant: str, rows: list[paper.Row]) -> list[paper
     return rows if keep is None else [r for r in rows if r.key in keep]
 
 
-def reusable(path: str, key: dict) -> dict | None:
-    """The result stored at `path` if it was made with exactly `key`'s settings, else None."""
-    try:
-        with open(path) as f:
-            stored = json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return None
-    return stored if stored.get("suite", {}).get("key") == key else None
-
-
 def column_label(column: str, slug: str, taken: set[str]) -> str:
     label = column if column not in taken else f"{column} [{slug}]"
     taken.add(label)
     return label
 
 
-def attack_once(job: dict, row: paper.Row, opts, argv) -> tuple[dict, bool, str]:
+def attack_once(job: dict, row: paper.Row, settings: EvalSettings, argv) -> tuple[dict, bool, str]:
     """Runs `row` on the job's model variant, or reuses the stored JSON made with the same settings; returns
     (result, reused, path)."""
     from dim_tf import model_dir as md
-    from dim_tf.eval import attacks, cli
-    from dim_tf.eval.runner import benchmark
+    from dim_tf.eval import attack_run, attacks, results
 
     entry, variant, test = job["entry"], job["variant"], job["test"]
     threshold = paper.THRESHOLDS[row.norm]
     params = job["params"][row.attack]
-    path = os.path.join(opts.output_dir, entry.slug, f"{job['variant_name']}-{row.attack}-{row.norm}.json")
+    path = os.path.join(settings.output_dir, entry.slug, f"{job['variant_name']}-{row.attack}-{row.norm}.json")
     key = json.loads(json.dumps({
         "suite": "paper", "attack": row.attack, "norm": row.norm, "eps": [threshold], "params": params,
-        "restarts": opts.restarts, "seed": opts.seed, "num_examples": len(test), "variant": variant,
+        "restarts": settings.restarts, "seed": settings.seed, "num_examples": len(test), "variant": variant,
         "bi_gradient": "exact" if variant == "bi" else None, "manifest_sha256": entry.manifest_sha256,
         "dataset": entry.manifest.get("dataset", "mnist")}))
-    result = reusable(path, key)
+    result = results.reusable(path, key)
     if result is not None:
         return result, True, path
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    result = benchmark(job["model"], test.images, test.labels, attacks.get(row.attack), row.norm, [threshold],
-                       batch_size=opts.batch_size, seed=opts.seed, restarts=opts.restarts, params=params,
-                       progress=opts.progress, strategy=job["strategy"])
-    cli.annotate(result, model_dir=entry.dir, manifest=entry.manifest, variant=variant,
-                 variant_name=job["variant_name"], bi_gradient="exact", dataset=job["dataset"],
-                 num_examples=len(test), strategy=opts.strategy, argv=argv)
+    result = attack_run.run_attack(job["model"], test.images, test.labels, attacks.get(row.attack), row.norm,
+                                   [threshold], batch_size=settings.batch_size, seed=settings.seed,
+                                   restarts=settings.restarts, params=params, progress=settings.progress,
+                                   strategy=job["strategy"])
+    results.annotate(result, model_dir=entry.dir, manifest=entry.manifest, variant=variant,
+                     variant_name=job["variant_name"], bi_gradient="exact", dataset=job["dataset"],
+                     num_examples=len(test), strategy=settings.strategy, argv=argv)
     result["suite"] = {"name": "paper", "key": key}
     md.write_json(path, result)
     return result, False, path
@@ -221,44 +209,45 @@ def summarize_column(col: dict, rows: list[paper.Row], outcomes: dict[str, aggre
     col["seconds"] = sum(a["seconds"] for a in col["attacks"].values())
 
 
-def run(opts, argv=None, log=print) -> dict:
-    """Runs (or resumes) the suite, writes the tables, `suite.json` and the pictures; returns the summary."""
-    settings = validate(opts)
-    from dim_tf import data, distribute, model_dir as md
-    from dim_tf.eval import attacks, cli, tables
+def run(settings: EvalSettings, argv=None, log=print) -> dict:
+    """Runs (or resumes) the suite, writes the tables, `suite.json` and the pictures; returns the summary. `argv`:
+    the command line the reports record."""
+    checked = validate(settings)
+    from dim_tf import data, distribute, model_dir as md, variants
+    from dim_tf.eval import attacks, results, tables
 
     start = time.time()
-    strategy = distribute.strategy_from_flag(opts.strategy)
-    models = load_models(settings["dirs"], strategy)
-    cli.check_writable(os.path.join(opts.output_dir, "suite.json"))
+    strategy = distribute.strategy_from_flag(settings.strategy)
+    models = load_models(checked["dirs"], strategy)
+    results.check_writable(os.path.join(settings.output_dir, "suite.json"))
     datasets, dataset_of = {}, {}
     for entry in models:
-        source = (entry.manifest.get("dataset", "mnist"), cli.pick_data_dir(opts.data_dir, entry.manifest))
+        source = (entry.manifest.get("dataset", "mnist"), data.data_dir_for(settings.data_dir, entry.manifest))
         if source not in datasets:
             datasets[source] = data.load(*source)
         dataset_of[entry.slug] = datasets[source]
-    total = sum(len(rows_for(m.manifest["model"], v, settings["rows"])) for m in models
+    total = sum(len(rows_for(m.manifest["model"], v, checked["rows"])) for m in models
                 for v in VARIANTS[m.manifest["model"]])
-    log(f"paper suite: {len(models)} model dir(s), {total} attack runs on {opts.num_examples} examples "
-        f"-> {opts.output_dir}")
+    log(f"paper suite: {len(models)} model dir(s), {total} attack runs on {settings.num_examples} examples "
+        f"-> {settings.output_dir}")
     columns, taken, computed_seconds, done = [], set(), 0.0, 0
     for entry in models:
         name = entry.manifest["model"]
         for variant in VARIANTS[name]:
-            rows = rows_for(name, variant, settings["rows"])
+            rows = rows_for(name, variant, checked["rows"])
             with strategy.scope():
-                attacked, variant_name = cli.load_variant(entry.model, entry.manifest, variant, "exact")
+                attacked, variant_name = variants.choose(entry.model, entry.manifest, variant, "exact", EvalError)
             column = paper.COLUMNS[(name, variant)]
             col = {"column": column, "label": column_label(column, entry.slug, taken),
                    "model_dir": os.path.abspath(entry.dir), "model": name, "variant": variant,
                    "variant_name": variant_name, "manifest_sha256": entry.manifest_sha256, "attacks": {}}
             job = {"entry": entry, "variant": variant, "variant_name": variant_name, "model": attacked,
-                   "dataset": dataset_of[entry.slug], "test": dataset_of[entry.slug].test.take(opts.num_examples),
-                   "params": settings["params"], "strategy": strategy}
+                   "dataset": dataset_of[entry.slug], "test": dataset_of[entry.slug].test.take(settings.num_examples),
+                   "params": checked["params"], "strategy": strategy}
             outcomes = {}
             for row in rows:
                 done += 1
-                result, reused, path = attack_once(job, row, opts, argv)
+                result, reused, path = attack_once(job, row, settings, argv)
                 computed_seconds += 0.0 if reused else result["seconds"]
                 masked = bool(result["zero_gradient"] and attacks.get(row.attack).uses_gradient)
                 outcome = outcomes[row.key] = aggregate.from_result(result, paper.THRESHOLDS[row.norm], masked)
@@ -268,8 +257,8 @@ def run(opts, argv=None, log=print) -> dict:
                     "zero_gradient": result["zero_gradient"],
                     "median_distance": aggregate.finite_or_none(outcome.median_distance),
                     "kind": result["attack"]["kind"], "params": result["attack"]["params"],
-                    "restarts": opts.restarts, "seconds": result["seconds"], "reused": reused,
-                    "json": os.path.relpath(path, opts.output_dir)}
+                    "restarts": settings.restarts, "seconds": result["seconds"], "reused": reused,
+                    "json": os.path.relpath(path, settings.output_dir)}
                 log(f"[{done}/{total}] {col['label']} / {row.label}: accuracy {100 * outcome.accuracy:.1f}% at "
                     f"{paper.THRESHOLDS[row.norm]:g} (clean {100 * result['clean_accuracy']:.1f}%)"
                     + (" MASKED (zero gradient)" if masked else "")
@@ -277,44 +266,44 @@ def run(opts, argv=None, log=print) -> dict:
             summarize_column(col, rows, outcomes)
             columns.append(col)
     summary = {
-        "schema": SCHEMA, "suite": "paper", "command": " ".join(["python -m dim_tf.eval", *(argv or [])[1:]]),
-        "num_examples": opts.num_examples, "thresholds": paper.THRESHOLDS, "columns": columns,
+        "schema": SCHEMA, "suite": "paper", "command": results.command(argv),
+        "num_examples": settings.num_examples, "thresholds": paper.THRESHOLDS, "columns": columns,
         "conventions": aggregate.__doc__.strip(), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": md.library_versions(), "tables": [],
     }
     for number in (1, 2):
         text = tables.render(summary, number)
         if text:
-            path = os.path.join(opts.output_dir, f"table{number}.md")
+            path = os.path.join(settings.output_dir, f"table{number}.md")
             with md.atomic_path(path, ".md") as tmp, open(tmp, "w") as f:
                 f.write(text)
             summary["tables"].append(os.path.basename(path))
             log(f"Table {number} -> {path}")
-    summary["pictures"] = draw_pictures(summary, models, dataset_of, opts, log)
+    summary["pictures"] = draw_pictures(summary, models, dataset_of, settings, log)
     attack_seconds = sum(c["seconds"] for c in columns)
     summary["seconds"] = {"total": time.time() - start, "attacks_computed_now": computed_seconds,
                           "attacks_all": attack_seconds}
-    md.write_json(os.path.join(opts.output_dir, "suite.json"), summary)
+    md.write_json(os.path.join(settings.output_dir, "suite.json"), summary)
     log(f"paper suite done in {summary['seconds']['total']:.1f}s (attacks computed now: {computed_seconds:.1f}s; "
-        f"all attack runs incl. reused: {attack_seconds:.1f}s) -> {os.path.join(opts.output_dir, 'suite.json')}")
+        f"all attack runs incl. reused: {attack_seconds:.1f}s) -> {os.path.join(settings.output_dir, 'suite.json')}")
     return summary
 
 
-def draw_pictures(summary: dict, models: list[ModelEntry], dataset_of: dict, opts, log) -> list[str]:
+def draw_pictures(summary: dict, models: list[ModelEntry], dataset_of: dict, settings: EvalSettings, log) -> list[str]:
     """The pictures (`dim_tf.eval.pictures`) if matplotlib is installed: the curves, and for each DIM model the
     reconstruction grid and the t-SNE of its latent spaces. Returns the files written (relative paths)."""
     from dim_tf.eval import pictures
 
     if not pictures.available():
         log("matplotlib is not installed: pictures skipped (pip install -e '.[plots]'; then "
-            f"`python -m dim_tf.eval.pictures --suite_dir {opts.output_dir} --model_dir DIR`)")
+            f"`python -m dim_tf.eval.pictures --suite_dir {settings.output_dir} --model_dir DIR`)")
         return []
-    written = [pictures.curves(summary, os.path.join(opts.output_dir, "curves.png"))]
+    written = [pictures.curves(summary, os.path.join(settings.output_dir, "curves.png"))]
     for entry in models:
         if entry.manifest["model"] == "dim":
-            written += pictures.model_pictures(entry.model, dataset_of[entry.slug].test, opts.output_dir,
-                                               entry.slug, tsne_examples=min(opts.num_examples,
-                                                                             pictures.TSNE_EXAMPLES), seed=opts.seed)
+            written += pictures.model_pictures(
+                entry.model, dataset_of[entry.slug].test, settings.output_dir, entry.slug,
+                tsne_examples=min(settings.num_examples, pictures.TSNE_EXAMPLES), seed=settings.seed)
     for path in written:
         log(f"picture -> {path}")
-    return [os.path.relpath(p, opts.output_dir) for p in written]
+    return [os.path.relpath(p, settings.output_dir) for p in written]

@@ -1,4 +1,4 @@
-"""`benchmark(model, images, labels, attack, norm, eps_list)`: one attack on one model, RobustBench-style.
+"""`run_attack(model, images, labels, attack, norm, eps_list)`: one attack on one model, scored RobustBench-style.
 
 Only the correctly classified examples are attacked (a misclassified one is non-robust at every eps). Each
 returned example is checked, moved back into [0, 1] and the eps-ball if an attack overshot (counted in
@@ -21,9 +21,9 @@ import tensorflow as tf
 from dim_tf.eval import attacks as attack_table
 from dim_tf.eval.replicas import SplitOverReplicas, split_model
 from dim_tf.eval.threat import TOLERANCE, EvalError, ThreatModel, parse_eps_list, project
+from dim_tf.eval.results import SCHEMA
+from dim_tf.predict import batched
 from dim_tf.validation import check_images, check_labels
-
-SCHEMA = "dim_tf.eval.result/1"
 
 
 class CountingModel:
@@ -120,9 +120,9 @@ def _median(values) -> float | None:
     return float(np.median(values)) if len(values) else None
 
 
-def benchmark(model, images, labels, attack, norm, eps_list=None, *, batch_size: int = 250, seed: int = 0,
-              restarts: int = 1, params: dict | None = None, progress: bool = True, strategy=None,
-              keep_adversarials: bool = False) -> dict:
+def run_attack(model, images, labels, attack, norm, eps_list=None, *, batch_size: int = 250, seed: int = 0,
+               restarts: int = 1, params: dict | None = None, progress: bool = True, strategy=None,
+               keep_adversarials: bool = False) -> dict:
     """Runs `attack` (a name from the table or an `Attack` row) under threat model `norm` ("linf", "l2", "l1",
     "l0" or a `ThreatModel`) at each eps of `eps_list` (a float, a list, or "0.1,0.3"; None: the norm's usual
     eps) on `model` (images [N, 28, 28, 1] float32 in [0, 1] -> [N, 10] logits) and returns the result as a
@@ -156,8 +156,7 @@ def benchmark(model, images, labels, attack, norm, eps_list=None, *, batch_size:
                                reduce_retracing=True)
 
         def predict(images_: np.ndarray) -> np.ndarray:
-            return np.concatenate([classify(tf.constant(images_[i:i + batch_size])).numpy()
-                                   for i in range(0, len(images_), batch_size)]) if len(images_) else np.zeros(0, int)
+            return batched(classify, images_, batch_size) if len(images_) else np.zeros(0, int)
 
         clean_pred = predict(x)
         correct = clean_pred == y
@@ -250,13 +249,7 @@ def benchmark(model, images, labels, attack, norm, eps_list=None, *, batch_size:
         "schema": SCHEMA,
         "attack": {"name": row.name, "family": row.family, "kind": row.kind, "source": row.source,
                    "params": resolved, "restarts": restarts, "restarts_used": restarts_used, "seed": seed,
-                   "batch_size": batch_size,
-                   "loss": "cross_entropy" if (row.family == "gradient" or row.name == "ddn" or
-                                               resolved.get("loss") == "crossentropy") else
-                   ("margin" if row.name in ("spsa", "cw_l2", "deepfool", "brendel_bethge", "pgd_margin", "square",
-                                             "pixel_flip") else
-                    {"pgd_dlr": "dlr", "pgd_targeted": "targeted margin", "feature": "denoiser output distance"}.get(
-                        row.name))},
+                   "batch_size": batch_size, "loss": row.loss_of(resolved)},
         "threat_model": threat.value,
         "num_examples": n,
         "clean_accuracy": float(correct.mean()) if n else 0.0,

@@ -1,0 +1,153 @@
+"""The adaptive suite's plan: the model variant under attack (`Target`: the exact model, its gradient surrogates,
+whether it is random at test time) and the attacks of its cascades (`Step`s): `plan` (the cascade at the paper's
+threshold), `probe_plan` (the distance probe) and `doubled_step` (the strongest white-box step with twice its
+steps and restarts, a sanity check). See `dim_tf.eval.suites.adaptive` for the suite as a whole."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from dim_tf.eval.paper_numbers import THRESHOLDS as PAPER_THRESHOLDS
+from dim_tf.eval.threat import ThreatModel
+
+LINF, L2 = ThreatModel.LINF, ThreatModel.L2
+THRESHOLDS = {LINF: PAPER_THRESHOLDS["linf"], L2: PAPER_THRESHOLDS["l2"]}  # the paper's (0.3, 1.5)
+PROBES = {LINF: 0.5, L2: 3.0}  # distance probes; L-inf 0.5 is also the large-eps sanity check
+SANITY_EXAMPLES = 200  # the doubled attack runs on the unbroken examples among these
+EOT_SAMPLES = 8  # forward passes averaged per gradient when the model is stochastic at test time
+BANK_PER_CLASS = 50  # feature attack: validation images per class to pick the target image from
+SCALED = ("steps", "rounds", "queries")  # the parameters `doubled_step` doubles
+
+
+@dataclasses.dataclass
+class Target:
+    """A model variant under attack: `exact` is what is scored; `surrogate` what gradient attacks differentiate
+    (same forward pass; straight-through backward for binarized variants); `annealed` (model, on_step) or None."""
+
+    model_dir: str
+    manifest: dict
+    variant: str
+    name: str
+    base: object
+    exact: object
+    surrogate: object
+    annealed: tuple | None
+    stochastic: bool = False
+
+    @property
+    def binarized(self) -> bool:
+        return self.variant == "bi"
+
+    @property
+    def dim_family(self) -> bool:
+        return hasattr(self.base, "denoise") and hasattr(self.base, "internal")
+
+
+@dataclasses.dataclass
+class Step:
+    """One attack of a cascade: `label` in the report, the `attack` row, the `model` the attack runs on (a BPDA
+    surrogate where the target binarizes), `params`, `restarts`, `group` (white / single / black) and whether it
+    runs on every correct example (`standalone`) or only on those still unbroken."""
+
+    label: str
+    attack: object
+    model: object
+    params: dict
+    restarts: int
+    group: str
+    standalone: bool = False
+
+
+def make_target(model_dir: str, model, manifest: dict, variant: str, probe_images: np.ndarray) -> Target:
+    """The exact model, its gradient surrogate and annealed surrogate, and whether it is random at test time."""
+    from dim_tf import registry, variants
+    from dim_tf.eval.attacks import adaptive
+    from dim_tf.eval.threat import EvalError
+
+    exact, name = variants.choose(model, manifest, variant, "exact", EvalError)
+    if variant == "bi":
+        surrogate = registry.bi_variant(model, "straight_through")
+        annealed = adaptive.annealed_variant(model)
+    else:
+        surrogate, annealed = exact, None
+    first = np.asarray(exact(probe_images))
+    stochastic = not np.array_equal(first, np.asarray(exact(probe_images)))
+    return Target(model_dir, manifest, variant, name, model, exact, surrogate, annealed, stochastic)
+
+
+def plan(target: Target, norm: ThreatModel, budget: float, sources: list[tuple[str, object, int]], bank) -> list[Step]:
+    """The cascade for `target` under `norm` (see `dim_tf.eval.suites.adaptive`); `sources`: (name, model, PGD
+    steps) transfer sources; `bank`: (images, labels) the feature attack picks its target images from. Steps, queries
+    and restarts scale with `budget` (at least 1)."""
+    from dim_tf.eval import attacks
+    from dim_tf.eval.attacks import adaptive
+
+    def n(value: int) -> int:
+        return max(1, int(round(value * budget)))
+
+    eot = EOT_SAMPLES if target.stochastic else 1
+    grad_model = target.surrogate
+    bpda = "bpda-st " if target.binarized else ""
+    steps = [Step(f"{bpda}pgd_margin", attacks.get("pgd_margin"), grad_model, {"steps": n(40), "eot": eot}, n(5),
+                  "white", standalone=True)]
+    if target.annealed is not None:
+        model, on_step = target.annealed
+        row = attacks.get("pgd_margin")
+        annealed_row = dataclasses.replace(row, fn=lambda *a, **k: row.fn(*a, on_step=on_step, **k))
+        steps.append(Step("bpda-sigmoid-annealed pgd_margin", annealed_row, model, {"steps": n(40), "eot": eot}, 1,
+                          "white"))
+    steps.append(Step(f"{bpda}pgd_dlr", attacks.get("pgd_dlr"), grad_model, {"steps": n(40), "eot": eot}, 1,
+                      "white"))
+    steps.append(Step(f"{bpda}pgd_targeted", attacks.get("pgd_targeted"), grad_model,
+                      {"steps": n(10), "targets": 9, "eot": eot}, 1, "white"))
+    if target.binarized:  # under L2 a flip of a grey pixel is cheap: more rounds fit in the budget
+        steps.append(Step("pixel_flip", adaptive.PIXEL_FLIP, grad_model,
+                          {"rounds": n(40 if norm is LINF else 100), "candidates": 6}, 1, "white"))
+    if target.dim_family:
+        steps.append(Step(f"{bpda}feature", adaptive.feature_attack(target.surrogate, *bank, targets=2, steps=n(30)),
+                          grad_model, {}, 1, "white"))
+    steps.append(Step(f"{bpda}{'fgsm' if norm is LINF else 'fgm'}", attacks.get("fgsm" if norm is LINF else "fgm"),
+                      grad_model, {}, 1, "single", standalone=True))
+    steps.append(Step("square", attacks.get("square"), target.exact, {"queries": n(500)}, 1, "black"))
+    decision = [("hop_skip_jump", {"steps": n(3), "initial_gradient_eval_steps": 30, "max_gradient_eval_steps": 300})]
+    if norm is L2:
+        decision.append(("boundary", {"steps": n(200)}))
+    for name, params in decision:
+        if name in attacks.ATTACKS:
+            steps.append(Step(name, attacks.get(name), target.exact, params, 1, "black"))
+    for source_name, source, source_steps in sources:
+        steps.append(Step(f"transfer from {source_name}", adaptive.transfer(source, source_name, steps=n(source_steps)),
+                          target.exact, {}, 1, "black"))
+    return steps
+
+
+def probe_plan(target: Target, norm: ThreatModel, budget: float) -> list[Step]:
+    """The distance probe at PROBES[norm]: margin PGD and, for binarized variants, the pixel flip."""
+    from dim_tf.eval import attacks
+    from dim_tf.eval.attacks import adaptive
+
+    def n(value: int) -> int:
+        return max(1, int(round(value * budget)))
+
+    probe = f"@{PROBES[norm]:g}"
+    bpda = "bpda-st " if target.binarized else ""
+    eot = EOT_SAMPLES if target.stochastic else 1
+    steps = [Step(f"{bpda}pgd_margin {probe}", attacks.get("pgd_margin"), target.surrogate,
+                  {"steps": n(40), "eot": eot}, 1, "white")]
+    if target.binarized:
+        steps.append(Step(f"pixel_flip {probe}", adaptive.PIXEL_FLIP, target.surrogate,
+                          {"rounds": n(60), "candidates": 6}, 1, "white"))
+    return steps
+
+
+def doubled_step(steps: list[Step], records: list[dict]) -> Step:
+    """The strongest white-box step of a cascade (most examples newly broken; the main attack on ties or when the
+    strongest has no step count to double) with twice its steps (rounds) and restarts."""
+    white = [(r.get("newly_broken", 0), -i, step) for i, (step, r) in
+             enumerate(zip(steps, records)) if step.group == "white" and any(k in step.params for k in SCALED)]
+    _, _, best = max(white, key=lambda t: t[:2])
+    return dataclasses.replace(best, label=best.label + " x2", restarts=2 * best.restarts,
+                               params={k: 2 * v if k in SCALED else v for k, v in best.params.items()})
+
