@@ -38,10 +38,11 @@ setup(
         # cleverhans 4.0.0 (2021) declares stale dependencies (nose, mnist, tensorflow-probability); .ci/run and
         # README install it with --no-deps: dim_tf uses only its tf2 attacks.
         "lite": ["ai-edge-litert>=2.3", "pillow"],  # on-device runtime (dim_tf.lite): no TensorFlow needed
-        "plots": ["matplotlib>=3.7"],  # pictures of the paper suite (dim_tf.eval.pictures)
+        "plots": ["matplotlib>=3.7", "scikit-learn>=1.5"],  # pictures of the paper suite (dim_tf.eval.pictures; t-SNE)
         # python -m dim_tf.web: the site builder (also needs npm); playwright drives the system's Chromium for
         # --check, the benchmark and tests/test_web.py (never `playwright install`: no browser download)
         "web": ["ai-edge-litert>=2.3", "pillow", "playwright>=1.40"],
-        "test": ["pytest>=7", "ai-edge-litert>=2.3", "pillow", "matplotlib>=3.7", "playwright>=1.40"],
+        "test": ["pytest>=7", "ai-edge-litert>=2.3", "pillow", "matplotlib>=3.7", "scikit-learn>=1.5",
+                 "playwright>=1.40"],
     },
 )
