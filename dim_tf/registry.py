@@ -15,6 +15,11 @@ from dim_tf.training.loop import Stage
 # name -> (has a denoiser, shares one encoder across the internal models); None for the CNN baselines.
 DIM_FAMILY = {"dim": (True, False), "im": (False, False), "single_im": (False, True), "dn_single_im": (True, True)}
 MODELS = (*DIM_FAMILY, "cnn", "madry", "abs")
+# One-command recipes: `python -m dim_tf.train --model NAME` trains PRESETS[NAME][0] with these settings (flags
+# given on the command line win); the manifest records the preset's name. Why each value: docs/robust-training.md.
+PRESETS = {
+    "dim_robust": ("dim", {"adversarial": "pgd", "adv_steps": 5, "adv_warmup_steps": 500, "epochs": 4}),
+}
 BI_VARIANTS = {"dim": "bidim", "im": "bi_im", "single_im": "bi_single_im", "dn_single_im": "bi_dn_single_im",
                "cnn": "bicnn", "abs": "biabs"}
 
@@ -51,12 +56,15 @@ class TrainConfig:
     abs_steps: int | None = None  # None: ABS's default (50)
     abs_augment: float = 0.0  # probability of each random distortion of the VAEs' training images (original: 0.1)
     abs_calibration_examples: int = 0  # validation images the ABS class scales are fitted on (0: all scales 1)
+    preset: str | None = None  # the PRESETS entry these settings came from, if any
 
     def __post_init__(self):
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)} "
                              "(biDIM and biCNN are inference variants of dim and cnn: no separate training)")
         augment.check_probability(self.abs_augment)
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         for name in ("epochs", "denoiser_epochs", "batch_size", "train_examples", "adv_steps", "adv_monitor_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -103,6 +111,14 @@ class TrainConfig:
         return adversarial.LinfAttack(method, self.adv_eps, self.adv_steps, step)
         if self.abs_calibration_examples < 0:
             raise ValueError(f"--abs_calibration_examples must be >= 0, got {self.abs_calibration_examples}")
+
+
+def configure(model: str, settings: dict, given: set) -> TrainConfig:
+    """The TrainConfig for `--model model` (a model or a preset) with `settings` (every other field); a preset's
+    values replace those of `settings` not in `given` (the flags set on the command line)."""
+    base, recipe = PRESETS.get(model, (model, {}))
+    values = {**settings, **{k: v for k, v in recipe.items() if k not in given}}
+    return TrainConfig(**{**values, "model": base, "preset": model if model in PRESETS else None})
 
 
 def build(cfg: TrainConfig) -> keras.Model:

@@ -27,8 +27,9 @@ def define_flags() -> None:
     from dim_tf.training import adversarial
 
     d = registry.TrainConfig()
-    flags.DEFINE_enum("model", d.model, list(registry.MODELS),
-                      "Model to train. biDIM/biCNN are inference variants of dim/cnn (no separate training).")
+    flags.DEFINE_enum("model", d.model, [*registry.MODELS, *registry.PRESETS],
+                      "Model to train, or a preset (dim_robust: DIM adversarially trained, see "
+                      "docs/robust-training.md). biDIM/biCNN are inference variants of dim/cnn (no separate training).")
     flags.DEFINE_string("model_dir", None, "Output folder: checkpoints, TensorBoard logs, model.keras, manifest.json.")
     flags.DEFINE_enum("dataset", d.dataset, list(data.DATASETS), "Dataset.")
     flags.DEFINE_string("data_dir", None, f"Folder with the four LeCun IDX files (.gz or plain); else "
@@ -80,8 +81,9 @@ def define_flags() -> None:
 def config_from_flags():
     from dim_tf import registry
 
-    fields = {f.name for f in dataclasses.fields(registry.TrainConfig)}
-    return registry.TrainConfig(**{name: FLAGS[name].value for name in fields})
+    fields = {f.name for f in dataclasses.fields(registry.TrainConfig)} - {"model", "preset"}
+    return registry.configure(FLAGS.model, {name: FLAGS[name].value for name in fields},
+                              {name for name in fields if FLAGS[name].present})
 
 
 def train(cfg, model_dir: str, data_dir: str | None, strategy, log=print) -> dict:
@@ -161,7 +163,7 @@ def main(argv) -> int:
     distribute.split_cpu(FLAGS.cpu_devices)
     try:
         cfg = config_from_flags()
-        cfg = settings(FLAGS.model_dir, cfg, {f.name for f in dataclasses.fields(cfg) if FLAGS[f.name].present})
+        cfg = settings(FLAGS.model_dir, cfg, {f.name for f in dataclasses.fields(cfg) if f.name in FLAGS and FLAGS[f.name].present})
         train(cfg, FLAGS.model_dir, FLAGS.data_dir, distribute.strategy_from_flag(FLAGS.strategy))
     except ValueError as e:  # DataError, ModelDirError, bad flags: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)

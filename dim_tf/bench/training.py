@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 FLAGS = flags.FLAGS
 
@@ -130,5 +130,7 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
+    from dim_tf import console
+
     define_flags()
-    app.run(main)
+    console.run(main)
