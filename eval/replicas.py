@@ -35,7 +35,11 @@ def on_device(model, x, device: str):
         # persistent: an outer persistent tape may ask for this gradient more than once
         with tf.device(device), tf.GradientTape(persistent=True) as tape:
             tape.watch(x_)
-            logits = tf.convert_to_tensor(model(x_))
+            # An empty slice (a batch smaller than the replicas, traced with an unknown batch size) gets one zero
+            # row, dropped again: oneDNN's ReluGrad rejects zero-row convolution gradients (seen on TF 2.21).
+            rows = tf.shape(x_)[0]
+            padded = tf.pad(x_, [[0, tf.maximum(1 - rows, 0)], [0, 0], [0, 0], [0, 0]])
+            logits = tf.convert_to_tensor(model(padded))[:rows]
 
         def grad(dy, variables=()):
             with tf.device(device):
