@@ -10,9 +10,8 @@ import json
 import os
 import platform
 import re
+import shutil
 import tempfile
-
-import keras
 
 MANIFEST = "manifest.json"
 CONFIG = "config.json"
@@ -40,6 +39,43 @@ def atomic_path(path: str, suffix: str = ""):
             os.remove(tmp)
 
 
+@contextlib.contextmanager
+def atomic_folder(out: str, error: type = ModelDirError):
+    """Yields a hidden, empty folder beside `out` (an absolute path) to fill. When the block succeeds the folder
+    takes the place of `out` (a folder already there is swapped out, then removed: the caller decides beforehand
+    whether it may be replaced); on an exception it and the parent folders made for it are removed, so nothing is
+    left behind. `error` (a ValueError) is raised when nothing can be written beside `out`."""
+    parent = os.path.dirname(out)
+    created = []  # folders made above `out`, deepest first (removed again on failure)
+    folder = parent
+    while not os.path.exists(folder):
+        created.append(folder)
+        folder = os.path.dirname(folder)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=parent)
+    except OSError as e:
+        raise error(f"cannot write beside {out} ({e.strerror}); pick another --out") from e
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result gets an ordinary folder's permissions
+        yield tmp
+        if os.path.exists(out):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=parent)
+            os.rename(out, os.path.join(old, "previous"))
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+        raise
+
+
 def write_json(path: str, obj) -> None:
     """Writes `obj` as indented JSON, atomically."""
     with atomic_path(path, ".json") as tmp, open(tmp, "w") as f:
@@ -49,6 +85,7 @@ def write_json(path: str, obj) -> None:
 
 def library_versions() -> dict:
     """Versions of Python and the libraries that shape results."""
+    import keras
     import numpy
     import tensorflow
 
@@ -172,6 +209,8 @@ def load(model_dir: str) -> tuple[keras.Model, dict]:
     """Loads (model, manifest) from a finished training run, with safe_mode on. Refuses a manifest whose training
     ran no epoch, and a model.keras that is not the architecture its manifest names."""
     import zipfile
+
+    import keras
 
     import dim_tf.models  # noqa: F401  (registers the custom classes)
     from dim_tf import registry

@@ -52,6 +52,7 @@ def export_bundle(model_dir: str, out: str, variant: str = "default", quantize: 
     """
     import tempfile
 
+    from dim_tf import model_dir as md
     from dim_tf.export import publish
 
     if variant not in VARIANTS:
@@ -62,11 +63,10 @@ def export_bundle(model_dir: str, out: str, variant: str = "default", quantize: 
         raise ExportError("int8 export needs at least one representative sample")
     out = os.path.abspath(out)
     publish.check_destination(out, overwrite)
-    with publish.staging(out) as tmp:
+    with md.atomic_folder(out, ExportError) as tmp:
         with tempfile.TemporaryDirectory(prefix="dim_tf_export-") as scratch:
             meta = _build(model_dir, tmp, scratch, variant, quantize, data_dir, representative_samples,
                           verify_images, checks, log, views)
-        publish.publish(tmp, out, overwrite)
     log(f"wrote {out}")
     return meta
 

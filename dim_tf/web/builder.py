@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from dim_tf import lite
+from dim_tf import lite, model_dir
 from dim_tf.web import SiteError, runtime
 
 SITE_FORMAT = "dim_tf.web-site"
@@ -326,16 +326,7 @@ def build_site(bundles: list[str], out: str, *, digits: int = DEFAULT_DIGITS, da
         raise SiteError(f"the bundles come from different datasets ({sorted(datasets)}); build one site per dataset")
     reports = _read_reports(list(adaptive or []), inspected, log)
     folder = runtime.node_modules(node_modules, log)
-    parent = os.path.dirname(out)
-    try:
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=parent)
-    except OSError as e:
-        raise SiteError(f"cannot write beside {out} ({e.strerror}); pick another --out") from e
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
+    with model_dir.atomic_folder(out, SiteError) as tmp:
         runtime_info = runtime.copy_into(tmp, folder)
         digit_list = write_digits(tmp, datasets.pop(), data_dir, digits)
         meta = _write(tmp, inspected, digit_list, reports, runtime_info, log)
@@ -343,16 +334,6 @@ def build_site(bundles: list[str], out: str, *, digits: int = DEFAULT_DIGITS, da
             from dim_tf.web import browser
 
             meta["check"] = browser.check_site(tmp, log)
-        if os.path.exists(out):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=parent)
-            os.rename(out, os.path.join(old, "site"))
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"wrote {out}: {meta['bytes'] / 1e6:.1f} MB in {meta['files']} files; open it with "
         f"`python -m http.server -d {out} 8000` and http://localhost:8000/")
     return meta
