@@ -89,3 +89,23 @@ def eval_settings(*args):
     cli.define_flags(fv)
     fv(["dim_tf.eval", *args])
     return cli.settings_from(fv)
+
+
+def untrained_model_dir(folder: str, name: str, data_source: str) -> str:
+    """An untrained `name` model saved as a finished model folder (model.keras + manifest.json, what model_dir.load
+    reads)."""
+    import dataclasses
+
+    import keras
+
+    from dim_tf import model_dir as md, registry
+
+    keras.utils.set_random_seed(0)
+    cfg = registry.TrainConfig(model=name)
+    model = registry.build(cfg)
+    os.makedirs(folder)
+    md.save_model(model, folder)
+    md.write_json(os.path.join(folder, md.MANIFEST), {
+        "model": name, "dataset": "mnist", "data_source": data_source, "config": dataclasses.asdict(cfg),
+        "model_config": model.get_config(), "test_accuracy": {name: None, registry.BI_VARIANTS[name]: None}})
+    return folder

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import untrained_model_dir
 from dim_tf import lite
 from dim_tf.validation import InputError
 
@@ -20,26 +21,6 @@ import ai_edge_litert  # noqa: E402,F401  (a test extra: a missing runtime fails
 
 RELAXED = dict(max_accuracy_drop=1.0, min_agreement=0.0)
 VERIFY_IMAGES = 200
-
-
-def untrained_model_dir(folder: str, name: str, data_source: str) -> str:
-    """An untrained `name` model saved as a finished model folder (model.keras + manifest.json, what model_dir.load
-    reads)."""
-    import dataclasses
-
-    import keras
-
-    from dim_tf import model_dir as md, registry
-
-    keras.utils.set_random_seed(0)
-    cfg = registry.TrainConfig(model=name)
-    model = registry.build(cfg)
-    os.makedirs(folder)
-    md.save_model(model, folder)
-    md.write_json(os.path.join(folder, md.MANIFEST), {
-        "model": name, "dataset": "mnist", "data_source": data_source, "config": dataclasses.asdict(cfg),
-        "model_config": model.get_config(), "test_accuracy": {name: None, registry.BI_VARIANTS[name]: None}})
-    return folder
 
 
 def export_bi(model_dir: str, out: str, data_dir: str) -> str:

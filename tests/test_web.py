@@ -6,7 +6,6 @@ puts every image in class 0, so label-changing tests (the stroke, the attack) ru
 Every number the page shows is checked against `dim_tf.lite` on the bundle's own files.
 """
 
-import dataclasses
 import json
 import os
 import shutil
@@ -16,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import untrained_model_dir
 from dim_tf import lite
 from dim_tf.web import SiteError, browser, builder, preprocess
 
@@ -23,23 +23,6 @@ import playwright.sync_api  # noqa: F401  (a test extra: a missing driver fails 
 
 RELAXED = dict(max_accuracy_drop=1.0, min_agreement=0.0)
 DIGITS = 10
-
-
-def untrained_model_dir(folder: str, name: str, data_source: str) -> str:
-    """An untrained `name` model saved as a finished model folder (what model_dir.load reads)."""
-    import keras
-
-    from dim_tf import model_dir as md, registry
-
-    keras.utils.set_random_seed(0)
-    cfg = registry.TrainConfig(model=name)
-    model = registry.build(cfg)
-    os.makedirs(folder)
-    md.save_model(model, folder)
-    md.write_json(os.path.join(folder, md.MANIFEST), {
-        "model": name, "dataset": "mnist", "data_source": data_source, "config": dataclasses.asdict(cfg),
-        "model_config": model.get_config(), "test_accuracy": {name: None, registry.BI_VARIANTS[name]: None}})
-    return folder
 
 
 def export(model_dir: str, out: str, variant: str, data_dir: str) -> str:
