@@ -49,18 +49,16 @@ class LinfAttack:
         return tf.stop_gradient(x_adv)
 
 
-def binarize_where(chosen):
-    """A callable binarizing (straight-through) the examples where `chosen` [B] is true, leaving the others."""
-    def binarize(x):
-        return tf.where(chosen[:, None, None, None], _STRAIGHT_THROUGH(x), x)
-    return binarize
-
-
-def choose(x, fraction: float):
-    """[B] bool: each example chosen with probability `fraction` (all false when 0)."""
+def partial_binarizer(x, fraction: float):
+    """A callable binarizing (straight-through) a random `fraction` of the batch x, each example chosen with that
+    probability and the same ones at every call; the identity when `fraction` is 0."""
     if fraction <= 0:
-        return tf.zeros(tf.shape(x)[:1], tf.bool)
-    return tf.random.uniform(tf.shape(x)[:1]) < fraction
+        return lambda v: v
+    chosen = tf.random.uniform(tf.shape(x)[:1]) < fraction
+
+    def binarize(v):
+        return tf.where(chosen[:, None, None, None], _STRAIGHT_THROUGH(v), v)
+    return binarize
 
 
 def cross_entropy(logits_fn: Callable, scale: float = 1.0) -> Callable:

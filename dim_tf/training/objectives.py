@@ -39,16 +39,9 @@ class DenoiserObjective:
     binarized_fraction: float = 0.0
 
     def __call__(self, x, y, step):
-        noisy = ramped_noise(randomly_binarized(x, self.binarized_fraction), self.noise_std, step, self.warmup_steps)
+        x_in = adversarial.partial_binarizer(x, self.binarized_fraction)(x)
+        noisy = ramped_noise(x_in, self.noise_std, step, self.warmup_steps)
         return tf.reduce_mean(tf.square(self.denoiser(noisy) - x), axis=(1, 2, 3))
-
-
-def randomly_binarized(x, fraction: float):
-    """x with a random `fraction` of the examples binarized at 0.5 (as biDIM sees them); x itself when 0."""
-    if fraction <= 0:
-        return x
-    chosen = tf.random.uniform(tf.shape(x)[:1]) < fraction
-    return tf.where(chosen[:, None, None, None], tf.cast(x >= 0.5, x.dtype), x)
 
 
 def internal_targets(d, y, num_classes: int):
@@ -82,7 +75,7 @@ class InternalObjective:
 
     def __call__(self, x, y, step):
         d = x if self.preprocess is None else tf.stop_gradient(self.preprocess(x))
-        d = randomly_binarized(d, self.binarized_fraction)
+        d = adversarial.partial_binarizer(d, self.binarized_fraction)(d)
         return self.losses(d, d, y, step)
 
     def losses(self, d, target, y, step):
@@ -116,7 +109,7 @@ class ClassifierObjective:
     binarized_fraction: float = 0.0
 
     def __call__(self, x, y, step):
-        binarize = adversarial.binarize_where(adversarial.choose(x, self.binarized_fraction))
+        binarize = adversarial.partial_binarizer(x, self.binarized_fraction)
         if self.attack is not None:
             logits_fn = lambda v: self.classifier(binarize(v))  # noqa: E731 (inference mode, as Madry's)
             eps = self.attack.eps * linear_ramp(step, self.warmup_steps)
@@ -142,7 +135,7 @@ class AdversarialInternalObjective:
     target: str = "clean"
 
     def __call__(self, x, y, step):
-        binarize = adversarial.binarize_where(adversarial.choose(x, self.binarized_fraction))
+        binarize = adversarial.partial_binarizer(x, self.binarized_fraction)
         scale = self.internal_objective.score_temperature
         eps = self.attack.eps * linear_ramp(step, self.warmup_steps)
         x_adv = self.attack(adversarial.cross_entropy(lambda v: self.model(v, binarize=binarize), scale), x, y, eps)
