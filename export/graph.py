@@ -129,6 +129,14 @@ def denoise(denoiser, x):
     return x
 
 
+def binarize_input(x, int8_input_rule: bool):
+    """The input binarization baked into the graphs: x > 0.5 on the int8 graph's input, x >= 0.5 otherwise (see the
+    module docstring for > vs >=)."""
+    import tensorflow as tf
+
+    return tf.where(x > 0.5, 1.0, 0.0) if int8_input_rule else tf.where(x >= 0.5, 1.0, 0.0)
+
+
 def make_head(model, int8_input_rule: bool):
     """A Keras model computing the exported outputs of `model` (see the module docstring)."""
     import keras
@@ -150,8 +158,8 @@ def make_head(model, int8_input_rule: bool):
 
         def call(self, image):
             x = image
-            if binarize:  # see the module docstring for > vs >=
-                x = tf.where(x > 0.5, 1.0, 0.0) if int8_input_rule else tf.where(x >= 0.5, 1.0, 0.0)
+            if binarize:
+                x = binarize_input(x, int8_input_rule)
             if kind == "classifier":
                 scores = net(x)
                 return {"scores": scores, "label": tf.argmax(scores, axis=1, output_type=tf.int32)}

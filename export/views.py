@@ -48,7 +48,8 @@ def make_head(model, int8_input_rule: bool):
     import keras
     import tensorflow as tf
 
-    from dim_tf.export.graph import denoise as _denoise, internal_per_class as _internal_per_class, warnings_quiet
+    from dim_tf.export.graph import binarize_input, denoise as _denoise, warnings_quiet
+    from dim_tf.export.graph import internal_per_class as _internal_per_class
 
     net, binarize = model, model.binarize
 
@@ -59,8 +60,8 @@ def make_head(model, int8_input_rule: bool):
 
         def call(self, image):
             x = image
-            if binarize:  # the same rules as the scoring graph (see dim_tf.export.graph)
-                x = tf.where(x > 0.5, 1.0, 0.0) if int8_input_rule else tf.where(x >= 0.5, 1.0, 0.0)
+            if binarize:  # the same rule as the scoring graph
+                x = binarize_input(x, int8_input_rule)
             d = x
             if net.denoiser is not None:
                 d = _denoise(net.denoiser, d)
