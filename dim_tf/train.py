@@ -92,6 +92,7 @@ def train(cfg, model_dir: str, data_dir: str | None, strategy, log=print) -> dic
     import numpy as np
 
     from dim_tf import data, model_dir as md, predict, registry
+    from dim_tf.fingerprint import weights_fingerprint
     from dim_tf.training.loop import run_stage
 
     md.prepare(model_dir, cfg)  # writes nothing: a start that fails on its settings or data leaves no trace
@@ -125,7 +126,8 @@ def train(cfg, model_dir: str, data_dir: str | None, strategy, log=print) -> dic
                  "test_accuracy_uncalibrated": accuracies(np.asarray(calibration["class_scales"]))}
     manifest = {**extra, "model": cfg.model, "dataset": cfg.dataset, "data_source": dataset.source, "seed": cfg.seed,
                 "config": dataclasses.asdict(cfg), "model_config": model.get_config(),
-                "parameters": int(model.count_params()), "stages": stage_results,
+                "parameters": int(model.count_params()), "weights_fingerprint": weights_fingerprint(model),
+                "stages": stage_results,
                 "training_seconds": sum(s["seconds"] for s in stage_results.values()),
                 "test_accuracy": accuracy, "replicas": strategy.num_replicas_in_sync,
                 "versions": md.library_versions(), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
