@@ -19,6 +19,11 @@ MODELS = (*DIM_FAMILY, "cnn", "madry", "abs")
 # given on the command line win); the manifest records the preset's name. Why each value: docs/robust-training.md.
 PRESETS = {
     "dim_robust": ("dim", {"adversarial": "pgd", "adv_steps": 5, "adv_warmup_steps": 500, "epochs": 4}),
+    # The paper's DIM: its balanced reconstruction loss alone (no score term, no binarized batches, no adversarial
+    # training). 20 epochs of the internal models: the default run's 12 took 834 s of its 890 s in the training
+    # loops (about 70 s each) on an idle 2-core machine, so 4 denoiser epochs (~56 s) + 20 x ~70 s + ~50 s of
+    # loading and scoring is ~25 minutes, inside 30 with room for a busier machine (docs/training.md).
+    "dim_paper": ("dim", {"score_weight": 0.0, "binarized_fraction": 0.0, "adversarial": "none", "epochs": 20}),
 }
 BI_VARIANTS = {"dim": "bidim", "im": "bi_im", "single_im": "bi_single_im", "dn_single_im": "bi_dn_single_im",
                "cnn": "bicnn", "abs": "biabs"}

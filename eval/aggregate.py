@@ -48,6 +48,10 @@ class Outcome:
     def median_distance(self) -> float:
         return float(np.median(self.distance)) if len(self.distance) else math.inf
 
+    def first(self, n: int) -> "Outcome":
+        """The outcome on the first n samples (all of them if there are fewer)."""
+        return Outcome(self.correct[:n], self.broken[:n], self.distance[:n], self.masked)
+
 
 def from_result(result: dict, threshold: float, masked: bool = False) -> Outcome:
     """The `Outcome` at `threshold` of a result (`dim_tf.eval.attack_run.run_attack`'s dict or its JSON)."""

@@ -38,6 +38,11 @@ def define_flags(flag_values=FLAGS) -> None:
                            "check, the biCNN reference; default: a sibling cnn6/ or cnn/ of the model dir)."),
         "budget": ("float", "--suite adaptive: scales every attack's steps, queries, rounds and restarts (1 = the "
                    "documented suite; < 1 for quick looks)."),
+        "cells_dir": ("string", "--suite paper: the cell store (per-sample results of each attack row, kept across "
+                      "runs; the committed one is eval/results/cells). Default: OUTPUT_DIR/cells."),
+        "max_minutes": ("float", "--suite paper: start no attack work estimated to end after this many minutes "
+                        "(work of unknown cost starts while time is left); 0 lists the missing cells and renders the "
+                        "tables from the stored ones. Default: no limit."),
         "variant": ("string", "default: the model as trained; bi: its binarized variant (biDIM, biCNN; none for "
                     "madry)."),
         "bi_gradient": ("string", "Backward pass of the binarization for --variant bi: exact (none: gradient "

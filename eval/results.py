@@ -1,9 +1,11 @@
-"""Result files of the evaluation: where a result goes, what is added to it (model, data, versions, command), whether
-a stored one can be reused, and the numbers at the paper's thresholds that stored results already hold.
+"""Result files of the evaluation: where a result goes, what is added to it (model, data, versions, command), how
+a report shows a path (`shown_path`: never absolute), and the numbers at the paper's thresholds that stored results
+already hold.
 
 The schema of one attack's result is `SCHEMA` (written by `dim_tf.eval.attack_run.run_attack`; eval/README.md
-lists its keys); the suites write `dim_tf.eval.suite/1` (paper) and `dim_tf.eval.adaptive/1` reports, and keep
-each attack's result in this schema with a `suite` entry.
+lists its keys); the suites write `dim_tf.eval.suite/1` (paper) and `dim_tf.eval.adaptive/1` reports; the adaptive
+suite keeps each attack's result in this schema with a `suite` entry, the paper suite keeps cells
+(`dim_tf.eval.cells`).
 """
 
 from __future__ import annotations
@@ -19,9 +21,30 @@ SCHEMA = "dim_tf.eval.result/1"
 PROGRAM = "python -m dim_tf.eval"
 
 
+def shown_path(path: str) -> str:
+    """A path as a report records it: relative to the current folder, never absolute (reports are committed and read
+    on other machines; /work/main/runs/dim says nothing there, runs/dim does)."""
+    if not os.path.isabs(path):
+        return os.path.normpath(path)
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return os.path.basename(os.path.normpath(path))
+
+
+def _shown_argument(arg: str) -> str:
+    """A command-line argument with every absolute path in it (`/a/b`, `--flag=/a/b`, `--models=/a,/b`) made
+    relative to the current folder."""
+    flag, eq, value = arg.partition("=") if arg.startswith("-") else ("", "", arg)
+    if arg.startswith("-") and not eq:
+        return arg
+    return flag + eq + ",".join(shown_path(p) if os.path.isabs(p) else p for p in value.split(","))
+
+
 def command(argv, program: str = PROGRAM) -> str:
-    """The command line a result records: the program and the arguments after argv[0]."""
-    return " ".join([program, *(argv or [])[1:]])
+    """The command line a result records: the program and the arguments after argv[0], absolute paths made relative
+    to the folder it ran in."""
+    return " ".join([program, *(_shown_argument(a) for a in (argv or [])[1:])])
 
 
 def default_output(model_dir: str, variant_name: str, attack: str, norm: str) -> str:
@@ -63,10 +86,11 @@ def annotate(result: dict, *, model_dir: str, manifest: dict, variant: str, vari
     from dim_tf import model_dir as md
 
     result.update({
-        "model": {"dir": os.path.abspath(model_dir), "name": manifest.get("model", "?"), "variant": variant,
+        "model": {"dir": shown_path(model_dir), "name": manifest.get("model", "?"), "variant": variant,
                   "variant_name": variant_name, "bi_gradient": bi_gradient if variant == "bi" else None,
                   "manifest_test_accuracy": manifest.get("test_accuracy"), "seed": manifest.get("seed")},
-        "data": {"dataset": manifest.get("dataset", "mnist"), "source": dataset.source, "split": "test",
+        "data": {"dataset": manifest.get("dataset", "mnist"), "split": "test",
+                 "source": shown_path(dataset.source) if os.path.isabs(dataset.source) else dataset.source,
                  "first": 0, "num_examples": num_examples},
         "strategy": strategy,
         "versions": md.library_versions(),
@@ -83,16 +107,6 @@ def summary(result: dict, output: str) -> str:
             f"accuracy {result['clean_accuracy']:.4f}; robust accuracy {robust}; {result['seconds']:.1f}s; "
             f"{result['forward_passes']} forward / {result['backward_passes']} backward passes"
             + ("; ZERO GRADIENT (gradient masking)" if result["zero_gradient"] else "") + f" -> {output}")
-
-
-def reusable(path: str, key: dict) -> dict | None:
-    """The result stored at `path` if a suite made it with exactly `key`'s settings (its `suite.key`), else None."""
-    try:
-        with open(path) as f:
-            stored = json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return None
-    return stored if stored.get("suite", {}).get("key") == key else None
 
 
 def protocol_numbers(model_dir: str, variant: str, exclude: str) -> list[dict]:
@@ -119,15 +133,25 @@ def protocol_numbers(model_dir: str, variant: str, exclude: str) -> list[dict]:
             if not isinstance(data, dict):
                 continue
             if data.get("schema") == SCHEMA and "suite" not in data:
-                found += _from_single_attack(data, path, model_dir, variant, THRESHOLDS)
+                found += _from_single_attack(data, shown_path(path), model_dir, variant, THRESHOLDS)
             elif data.get("suite") == "paper" and isinstance(data.get("columns"), list):
-                found += _from_paper_suite(data, path, model_dir, variant, THRESHOLDS)
+                found += _from_paper_suite(data, shown_path(path), model_dir, variant, THRESHOLDS)
     return found
+
+
+def _same_model_dir(recorded, model_dir: str) -> bool:
+    """Whether a result's recorded model dir (absolute in older results, relative to the folder the command ran in
+    since) is `model_dir` (absolute): the same path from here, or the same folder name (the results searched lie in
+    the model dir's own eval/ or beside it, where a folder name names one model)."""
+    if not isinstance(recorded, str):
+        return False
+    return os.path.abspath(recorded) == model_dir or os.path.basename(os.path.normpath(recorded)) == \
+        os.path.basename(model_dir)
 
 
 def _from_single_attack(data: dict, path: str, model_dir: str, variant: str, thresholds: dict) -> list[dict]:
     model = data.get("model") or {}
-    if model.get("dir") != model_dir or model.get("variant") != variant:
+    if not _same_model_dir(model.get("dir"), model_dir) or model.get("variant") != variant:
         return []
     norm = data.get("threat_model")
     threshold = thresholds.get(norm) if norm in ("linf", "l2") else None
@@ -143,7 +167,7 @@ def _from_single_attack(data: dict, path: str, model_dir: str, variant: str, thr
 def _from_paper_suite(data: dict, path: str, model_dir: str, variant: str, thresholds: dict) -> list[dict]:
     found = []
     for col in data["columns"]:
-        if col.get("model_dir") != model_dir or col.get("variant") != variant:
+        if not _same_model_dir(col.get("model_dir"), model_dir) or col.get("variant") != variant:
             continue
         common = {"source": "paper suite", "file": path, "bi_gradient": "exact" if variant == "bi" else None,
                   "variant_name": col.get("variant_name"), "num_examples": data.get("num_examples")}

@@ -23,6 +23,8 @@ class EvalSettings:
     output_dir: str | None = None  # suites: the report's folder
     undefended_dir: str | None = None  # adaptive suite: the undefended CNN
     budget: float = 1.0  # adaptive suite: scales every attack's steps, queries, rounds and restarts
+    cells_dir: str | None = None  # paper suite: the cell store (None: OUTPUT_DIR/cells)
+    max_minutes: float | None = None  # paper suite: time budget of the attack work (0: list and render only)
     variant: str = "default"  # default | bi (adaptive suite: a comma list)
     bi_gradient: str = "exact"  # exact | straight_through | sigmoid
     norm: str = "linf"

@@ -21,6 +21,8 @@ def validate(settings: EvalSettings) -> dict:
         raise EvalError("--attack is required (`--attack list` prints the table)")
     if not settings.model_dir:
         raise EvalError("--model_dir is required")
+    if settings.cells_dir or settings.max_minutes is not None:
+        raise EvalError("--cells_dir and --max_minutes apply to --suite paper only (its cells); drop them")
     row = attacks.get(settings.attack)
     norm = ThreatModel.parse(settings.norm)
     if norm not in attacks.norms_covered():

@@ -47,13 +47,25 @@ def render(summary: dict, table: int) -> str | None:
     thresholds = summary["thresholds"]
     any_masked = False
 
+    n = summary["num_examples"]
+    any_short = False
+
+    def count(got_n: int | None) -> str:
+        """' [n=100]' for a result on fewer images than the table's N (a cell not extended yet)."""
+        nonlocal any_short
+        if got_n is None or got_n >= n:
+            return ""
+        any_short = True
+        return f" [n={got_n}]"
+
     def cell(col: dict, key: str) -> str:
         nonlocal any_masked
         reference = numbers.get(key, {}).get(col["column"])
         if key == "clean":
             about = paper.CLEAN_ABOUT.get(col["column"])
             clean = col.get("clean_accuracy")
-            return ("not run" if clean is None else _percent(clean)) + (f" (paper ~{about})" if about else "")
+            return ("not run" if clean is None else _percent(clean) + count(col.get("clean_n"))) + (
+                f" (paper ~{about})" if about else "")
         if key == "minimal":
             got = col.get("minimal")
         elif key.startswith("all:"):
@@ -61,13 +73,14 @@ def render(summary: dict, table: int) -> str | None:
         else:
             got = col["attacks"].get(key)
         if got is None:
-            return "not run" + _paper_cell(reference)
+            return ("missing" if key in col.get("missing", ()) else "not run") + _paper_cell(reference)
         mark = DAGGER if got["masked"] else ""
         any_masked |= got["masked"]
         ours = _percent(got["accuracy"]) + mark
         if key.startswith("all:"):
             ours = f"{_distance(got['median_distance'])}/{ours}"
-        return ours + _paper_cell(reference)
+        partial = f" [{got['rows_missing']} missing]" if got.get("rows_missing") else ""
+        return ours + count(got.get("n")) + partial + _paper_cell(reference)
 
     header = ["attack"] + [c["label"] for c in cols]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -86,7 +99,6 @@ def render(summary: dict, table: int) -> str | None:
     if table == 1:
         add("Minimal accuracy (over the attacks run)", "minimal")
 
-    n = summary["num_examples"]
     missing = [c for c in order if c not in {col["column"] for col in cols}]
     title = ("Table 1: robustness against the paper's attacks" if table == 1 else
              "Table 2: ablations (same protocol)")
@@ -114,8 +126,14 @@ def render(summary: dict, table: int) -> str | None:
         "shown" + (" (Table 2 in the paper prints no medians)." if table == 2 else "."),
     ]
     if any(len(c["attacks"]) < len(paper.ROWS) for c in cols):
-        notes.append("\"not run\": the row was left out (`--attack` restricted the suite, or the model's row "
-                     "selection in `dim_tf.eval.suites.paper.ROWS_BY_COLUMN` excludes it).")
+        notes.append("\"not run\": the row has no stored cell and was not asked for (`--attack` restricted the "
+                     "suite, or the model's row selection in `dim_tf.eval.suites.paper.ROWS_BY_COLUMN` excludes "
+                     "it); \"missing\": asked for, but the run's `--max_minutes` ended before it; an All or "
+                     "minimal cell marked [k missing] leaves out k such rows.")
+    if any_short:
+        notes.append(f"[n=K]: computed on the first K test images only so far (the cell is extended to {n} by a "
+                     "later run: the suite lists what is missing and its cost); All rows and the minimal accuracy "
+                     "are over the first K images every row of theirs has.")
     if missing:
         notes.append(f"Paper columns not evaluated here: {', '.join(missing)} (pass their model dirs to "
                      "`--models`).")

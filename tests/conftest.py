@@ -3,6 +3,7 @@ trained CNN, finished-looking model folders, evaluation settings parsed as the C
 the helpers from here (`from conftest import ...`), never from each other."""
 
 import os
+import re
 
 import pytest
 
@@ -109,3 +110,14 @@ def untrained_model_dir(folder: str, name: str, data_source: str) -> str:
         "model": name, "dataset": "mnist", "data_source": data_source, "config": dataclasses.asdict(cfg),
         "model_config": model.get_config(), "test_accuracy": {name: None, registry.BI_VARIANTS[name]: None}})
     return folder
+
+
+# An absolute path in a report: /a/b (two parts at least) at the start of a string, after a space, a quote, a
+# backtick, a parenthesis, '=', ',' or '['; `L2/L-inf` or `distance/accuracy` are not.
+ABSOLUTE_PATH = re.compile(r"""(?:^|[\s"'`(=,\[])(/(?:[\w.+-]+/)+[\w.+-]+)""")
+
+
+def absolute_paths(text: str, *roots: str) -> list[str]:
+    """The absolute paths in a report's text, and any of `roots` (e.g. the test's tmp_path, the current folder)
+    that appears in it other than inside a relative path (../../tmp/x holds /tmp/x)."""
+    return ABSOLUTE_PATH.findall(text) + [r for r in roots if re.search(r"(?<![\w.])" + re.escape(r), text)]

@@ -12,7 +12,7 @@ import pytest
 import keras
 import tensorflow as tf
 
-from conftest import eval_settings, save_model_dir
+from conftest import absolute_paths, eval_settings, save_model_dir
 from dim_tf.eval import ATTACKS, EvalSettings, ThreatModel, run_attack, sanity
 from dim_tf.eval.attacks import adaptive
 from dim_tf.eval.suites import adaptive as suite
@@ -205,6 +205,7 @@ def test_plan_covers_the_adaptive_attacks(tiny_cnn, mnist):
     (["--attack", "pgd"], "drop --attack"), (["--eps", "0.3"], "drop --eps"), (["--restarts", "3"], "drop --restarts"),
     (["--bi_gradient", "straight_through"], "drop --bi_gradient"), (["--budget", "0"], "--budget must be > 0"),
     (["--variant", "tri"], "give default, bi"), (["--undefended_dir", "/nonexistent"], "not a finished training run"),
+    (["--cells_dir", "cells"], "apply to --suite paper only"),
 ])
 def test_suite_refuses_bad_flags(args, match, tmp_path):
     from dim_tf.eval.threat import EvalError
@@ -261,3 +262,7 @@ def test_suite_writes_the_report(mnist, mnist_folder, tmp_path, monkeypatch):
     assert any("sanity checks:" in line for line in lines)
     assert os.listdir(out / "attacks")
     assert report["num_examples"] == 12 and not math.isnan(n["accuracy"])
+    # No absolute path in any report it wrote (committed reports are read on other machines).
+    for path in [out / "adaptive.json", out / "adaptive.md", *(out / "attacks").iterdir()]:
+        assert absolute_paths(path.read_text(), str(tmp_path), os.getcwd()) == [], path
+    assert stored["undefended_dir"] == os.path.relpath(cnn_dir) and model["model_dir"] == os.path.relpath(cnn_dir)

@@ -123,3 +123,16 @@ def test_preset_fills_what_the_command_line_does_not_give():
     assert cfg.model == "dim" and cfg.preset == "dim_robust" and cfg.attack_method == "pgd"
     assert cfg.adv_steps == registry.PRESETS["dim_robust"][1]["adv_steps"] and cfg.epochs == 12
     assert registry.configure("cnn", base, given=set()).preset is None
+
+
+def test_dim_paper_preset_is_the_papers_loss_only():
+    """The paper's DIM: reconstruction loss alone (no score term), no binarized batches, no adversarial training;
+    its epochs unless --epochs is given."""
+    settings = {f.name: getattr(registry.TrainConfig(), f.name) for f in dataclasses.fields(registry.TrainConfig)
+                if f.name not in ("model", "preset")}
+    cfg = registry.configure("dim_paper", settings, given=set())
+    assert cfg.model == "dim" and cfg.preset == "dim_paper"
+    assert cfg.score_weight == 0 and cfg.bi_fraction == 0 and cfg.attack_method == "none" and cfg.attack() is None
+    assert cfg.epochs == registry.PRESETS["dim_paper"][1]["epochs"] == 20
+    assert (cfg.own_class_weight, cfg.denoiser_epochs) == (9.0, 4)  # the balanced loss and denoiser as for dim
+    assert registry.configure("dim_paper", {**settings, "epochs": 3}, given={"epochs"}).epochs == 3

@@ -1,5 +1,6 @@
 """`python -m dim_tf.eval --suite paper`: the worst-case aggregation (pure NumPy), the paper's numbers, bad input
-refused before any work, and a tiny end-to-end suite (JSONs, tables, suite.json, resume, pictures)."""
+refused before any work, and a tiny end-to-end suite (cells, tables, suite.json, resume, pictures). The cells
+themselves (extension, a changed model, the listing, the budget): test_cells.py."""
 
 import json
 import math
@@ -113,6 +114,7 @@ def suite_flags(*args):
     (["--models", "a", "--output_dir", "/tmp/x", "--variant", "bi"], "--variant does not apply"),
     (["--models", "a", "--output_dir", "/tmp/x", "--num_examples", "10001"], "the test set holds"),
     (["--models", "x/a,y/a", "--output_dir", "/tmp/x"], "2 dirs named 'a'"),
+    (["--models", "a", "--output_dir", "/tmp/x", "--max_minutes", "-1"], "--max_minutes must be >= 0"),
 ])
 def test_bad_suite_input_is_refused_before_any_work(args, match, no_work):
     with pytest.raises(EvalError, match=match):
@@ -169,26 +171,26 @@ def first_run(model_dirs, tmp_path_factory):
     return out, summary, logs
 
 
-def test_suite_writes_jsons_tables_and_summary(first_run):
+def test_suite_writes_cells_tables_and_summary(first_run):
     out, summary, logs = first_run
     cols = {c["label"]: c for c in summary["columns"]}
     assert list(cols) == ["CNN", "biCNN", "DIM", "biDIM"]
     for col in cols.values():
         assert set(col["attacks"]) == {"l2:fgm", "l2:cw_l2", "linf:fgsm"}
-        results = {}
+        stored = {}
         for key, entry in col["attacks"].items():
-            with open(out / entry["json"]) as f:
-                results[key] = json.load(f)
-            assert entry["json"] == os.path.join(os.path.basename(col["model_dir"]),
-                                                 f"{col['variant_name']}-{key.split(':')[1]}-{key.split(':')[0]}.json")
-            threshold = paper.THRESHOLDS[key.split(":")[0]]
-            assert entry["accuracy"] == pytest.approx(results[key]["robust_accuracy"][f"{threshold:g}"])
-            assert entry["seconds"] > 0 and not entry["reused"]
-            assert results[key]["suite"]["key"]["num_examples"] == 12
+            with open(out / "cells" / entry["cell"]) as f:
+                stored[key] = json.load(f)  # the default store: OUTPUT_DIR/cells
+            norm, attack = key.split(":")
+            assert entry["cell"].startswith(col["weights_fingerprint"] + os.sep)
+            assert os.path.basename(entry["cell"]).startswith(f"{col['variant']}.{attack}.{norm}.")
+            broken = np.array([c == "1" for c in stored[key]["broken"]])
+            correct = np.array([c == "1" for c in stored[key]["correct"]])
+            assert entry["accuracy"] == pytest.approx(np.mean(correct & ~broken))
+            assert entry["seconds"] > 0 and entry["computed_now"] == 12 and entry["n"] == stored[key]["n"] == 12
         # All L2 from scratch: correct and broken by neither L2 attack.
-        correct = np.array(results["l2:fgm"]["clean_correct"])
-        broken = np.array(results["l2:fgm"]["results"][0]["success"]) | np.array(
-            results["l2:cw_l2"]["results"][0]["success"])
+        broken = np.array([a == "1" or b == "1" for a, b in zip(stored["l2:fgm"]["broken"],
+                                                               stored["l2:cw_l2"]["broken"])])
         assert col["all"]["l2"]["accuracy"] == pytest.approx(np.mean(correct & ~broken))
         assert col["all"]["linf"]["accuracy"] == pytest.approx(col["attacks"]["linf:fgsm"]["accuracy"])
         assert col["minimal"]["accuracy"] == pytest.approx(min(a["accuracy"] for a in col["attacks"].values()))
@@ -200,7 +202,7 @@ def test_suite_writes_jsons_tables_and_summary(first_run):
         assert cols[label]["all"]["l2"]["masked"] and cols[label]["minimal"]["masked"]
     assert not any(a["masked"] for a in cols["CNN"]["attacks"].values())
     assert summary["seconds"]["total"] > 0 and summary["seconds"]["attacks_computed_now"] > 0
-    assert any("s computed" in line for line in logs) and "suite done in" in logs[-1]
+    assert any("12 images attacked" in line for line in logs) and "suite done in" in logs[-1]
     with open(out / "suite.json") as f:
         assert json.load(f)["columns"][0]["label"] == "CNN"
 
@@ -237,7 +239,7 @@ def test_pictures_are_written(first_run):
     assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_resume_reuses_matching_jsons(first_run, model_dirs, monkeypatch):
+def test_resume_reuses_matching_cells(first_run, model_dirs, monkeypatch):
     out, first, _ = first_run
     from dim_tf.eval import attack_run
 
@@ -250,16 +252,16 @@ def test_resume_reuses_matching_jsons(first_run, model_dirs, monkeypatch):
     monkeypatch.setattr(attack_run, "run_attack", counting)
     monkeypatch.setattr("dim_tf.eval.pictures.available", lambda: False)  # drawn in the first run already
     again, logs = run_suite(model_dirs, out)
-    assert calls == []  # every JSON reused
-    assert all(a["reused"] for c in again["columns"] for a in c["attacks"].values())
+    assert calls == []  # every cell reused
+    assert all(a["computed_now"] == 0 for c in again["columns"] for a in c["attacks"].values())
     assert [c["all"] for c in again["columns"]] == [c["all"] for c in first["columns"]]
     assert again["seconds"]["attacks_computed_now"] == 0
     assert any("pictures skipped" in line for line in logs)
-    # Other parameters for one attack: only its runs are recomputed (CNN and biCNN).
+    # Other parameters for one attack: only its cells are computed (CNN and biCNN).
     changed, _ = run_suite(model_dirs[:1], out, params="cw_l2.max_iterations=10,binary_search_steps=1")
     assert calls == ["cw_l2"] * 2
     for col in changed["columns"]:
-        assert [k for k, a in col["attacks"].items() if not a["reused"]] == ["l2:cw_l2"]
+        assert [k for k, a in col["attacks"].items() if a["computed_now"]] == ["l2:cw_l2"]
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -120,7 +120,7 @@ def run(settings: EvalSettings, argv=None, log=print) -> dict:
         main = planning.plan(cnn, LINF, settings.budget, [], None)[0]
         log(f"== without defense: {main.label} on {cnn.name} at L-inf 0.3")
         rec = run_cnn.run(main, THRESHOLDS[LINF], np.flatnonzero(run_cnn.correct))
-        references["without_defense"] = {"model_dir": os.path.abspath(undefended_dir), "attack": main.label,
+        references["without_defense"] = {"model_dir": results.shown_path(undefended_dir), "attack": main.label,
                                          "accuracy": run_cnn.pool.accuracy(THRESHOLDS[LINF]),
                                          "seconds": rec["seconds"]}
         checks.append(sanity.without_defense(f"{cnn.name} linf 0.3", references["without_defense"]["accuracy"]))
@@ -130,7 +130,7 @@ def run(settings: EvalSettings, argv=None, log=print) -> dict:
             sources = [(f"{bicnn.manifest.get('model')} without binarization", undefended, 100)]
             ref = cascade.evaluate(bicnn, test.images, test.labels, settings, out_dir, dataset, argv, log, sources,
                                    None, checks=False, norms=(LINF,), strategy=strategy)
-            references["bicnn"] = {"model_dir": os.path.abspath(undefended_dir),
+            references["bicnn"] = {"model_dir": results.shown_path(undefended_dir),
                                    "accuracy": ref["norms"]["linf"]["accuracy"],
                                    "white_box_accuracy": ref["norms"]["linf"]["white_box_accuracy"],
                                    "clean_accuracy": ref["clean_accuracy"], "seconds": ref["seconds"],
@@ -141,11 +141,11 @@ def run(settings: EvalSettings, argv=None, log=print) -> dict:
     references["verdicts"] = reporting.verdicts(models, references.get("bicnn"))
     seconds["total"] = time.time() - start
     report = {"schema": SCHEMA, "suite": "adaptive", "command": command, "num_examples": settings.num_examples,
-              "seed": settings.seed, "budget": settings.budget, "output_dir": os.path.abspath(out_dir),
+              "seed": settings.seed, "budget": settings.budget, "output_dir": results.shown_path(out_dir),
               "thresholds": {n.value: e for n, e in THRESHOLDS.items()},
               "probes": {n.value: e for n, e in PROBES.items()}, "models": models,
               "sanity": [c.to_json() for c in checks], "references": references, "seconds": seconds,
-              "undefended_dir": os.path.abspath(undefended_dir) if undefended_dir else None,
+              "undefended_dir": results.shown_path(undefended_dir) if undefended_dir else None,
               "conventions": __doc__.strip(), "versions": md.library_versions(),
               "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     for m in report["models"]:

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from dim_tf.eval import aggregate, sanity
+from dim_tf.eval import aggregate, results, sanity
 from dim_tf.eval.settings import EvalSettings
 from dim_tf.eval.suites.adaptive import planning
 from dim_tf.eval.suites.adaptive.planning import (EOT_SAMPLES, L2, LINF, PROBES, SANITY_EXAMPLES, SCALED, THRESHOLDS,
@@ -79,7 +79,6 @@ class Cascade:
     def run(self, step: Step, eps: float, todo: np.ndarray) -> dict:
         """Runs `step` at `eps` on examples `todo` (indices); returns its record for the report."""
         from dim_tf import model_dir as md
-        from dim_tf.eval import results
 
         before = self.pool.broken(eps)
         record = {"label": step.label, "attack": step.attack.name, "group": step.group, "eps": eps,
@@ -164,7 +163,7 @@ def evaluate(target: Target, x, y, settings: EvalSettings, out_dir, dataset, arg
              checks: bool = True, norms=(LINF, L2), strategy=None) -> dict:
     """The cascades of `target` under `norms`, the probes, the doubled-attack check; returns its report entry."""
     start = time.time()
-    entry = {"model_dir": os.path.abspath(target.model_dir), "model": target.manifest.get("model"),
+    entry = {"model_dir": results.shown_path(target.model_dir), "model": target.manifest.get("model"),
              "variant": target.variant, "variant_name": target.name, "stochastic": target.stochastic,
              "eot_samples": EOT_SAMPLES if target.stochastic else 1, "norms": {}, "sanity": []}
     for norm in norms:

@@ -34,6 +34,8 @@ def validate(settings: EvalSettings) -> dict:
         if value != ok:
             raise EvalError(f"--suite adaptive chooses its own attacks, eps, parameters, restarts and BPDA "
                             f"surrogates: drop --{flag} (--budget scales the attacks; --output_dir takes the report)")
+    if settings.cells_dir or settings.max_minutes is not None:
+        raise EvalError("--cells_dir and --max_minutes apply to --suite paper only (its cells); drop them")
     check_run(settings)
     return {"dirs": dirs, "variants": parse_variants(settings.variant)}
 
