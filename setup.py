@@ -39,10 +39,13 @@ setup(
         # README install it with --no-deps: dim_tf uses only its tf2 attacks.
         "lite": ["ai-edge-litert>=2.3", "pillow"],  # on-device runtime (dim_tf.lite): no TensorFlow needed
         "plots": ["matplotlib>=3.7", "scikit-learn>=1.5"],  # pictures of the paper suite (dim_tf.eval.pictures; t-SNE)
+        # --suite autoattack: AutoAttack's APGD and Square through ART (pinned: eval/suites/autoattack patches one
+        # expression of its 1.20.1 Square and refuses another version's source)
+        "autoattack": ["adversarial-robustness-toolbox==1.20.1"],
         # python -m dim_tf.web: the site builder (also needs npm); playwright drives the system's Chromium for
         # --check, the benchmark and tests/test_web.py (never `playwright install`: no browser download)
         "web": ["ai-edge-litert>=2.3", "pillow", "playwright>=1.40"],
         "test": ["pytest>=7", "ai-edge-litert>=2.3", "pillow", "matplotlib>=3.7", "scikit-learn>=1.5",
-                 "playwright>=1.40"],
+                 "playwright>=1.40", "adversarial-robustness-toolbox==1.20.1"],
     },
 )

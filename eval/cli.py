@@ -30,8 +30,8 @@ def define_flags(flag_values=FLAGS) -> None:
         "model_dir": ("string", "A finished training run (model.keras + manifest.json)."),
         "attack": ("string", "Attack name from the table; `list` prints the table. With --suite: a comma list "
                    "restricting the suite to these attacks."),
-        "suite": ("string", "Run a suite instead of one attack: paper (Tables 1 and 2) or adaptive (attacks built "
-                  "for DIM/biDIM, with sanity checks)."),
+        "suite": ("string", "Run a suite instead of one attack: paper (Tables 1 and 2), adaptive (attacks built "
+                  "for DIM/biDIM, with sanity checks) or autoattack (AutoAttack through ART)."),
         "models": ("string", "--suite: comma list of model dirs (default: --model_dir)."),
         "output_dir": ("string", "--suite: folder for the per-attack JSONs, the tables and the pictures."),
         "undefended_dir": ("string", "--suite adaptive: an undefended CNN run (transfer source, the no-defense "
@@ -47,7 +47,7 @@ def define_flags(flag_values=FLAGS) -> None:
                     "madry)."),
         "bi_gradient": ("string", "Backward pass of the binarization for --variant bi: exact (none: gradient "
                         "attacks see zero), straight_through or sigmoid (BPDA)."),
-        "norm": ("string", "Threat model: linf, l2, l1 or l0."),
+        "norm": ("string", "Threat model: linf, l2, l1 or l0 (--suite autoattack: linf, l2 or linf,l2)."),
         "eps": ("string", "Radius, or a comma list (default: linf 0.3, l2 2, l1 10, l0 12). Ranges: linf (0, 1], "
                 "l2 (0, 28], l1 (0, 784], l0 whole pixels 1..784."),
         "num_examples": ("integer", "Attack the first N test images."),
@@ -56,7 +56,8 @@ def define_flags(flag_values=FLAGS) -> None:
         "restarts": ("integer", "Runs of a randomised attack (each on the examples not broken yet)."),
         "params": ("string", "Attack parameters overriding the table's defaults: key=value,key=value (e.g. "
                    "steps=100,rel_stepsize=0.025); with --suite also attack.key=value for one attack."),
-        "output": ("string", "Result JSON (default: MODEL_DIR/eval/VARIANT-ATTACK-NORM.json)."),
+        "output": ("string", "Result JSON (default: MODEL_DIR/eval/VARIANT-ATTACK-NORM.json; --suite autoattack: "
+                   "the report's, default MODEL_DIR/eval/autoattack/autoattack.json)."),
         "data_dir": ("string", f"Folder with the four LeCun IDX files; else ${DATA_DIR_ENV}, else the folder the "
                      "model was trained from (manifest), else tensorflow-datasets."),
         "strategy": ("string", "tf.distribute strategy the model is loaded and run under: default, one_device, "
@@ -66,6 +67,9 @@ def define_flags(flag_values=FLAGS) -> None:
         "abs_samples": ("integer", "ABS models: prior samples per class of the inference (default: the model's, "
                         "8000)."),
         "abs_steps": ("integer", "ABS models: Adam steps on the latents (default: the model's, 50)."),
+        "adaptive_report": ("string", "--suite autoattack: an adaptive.json of --suite adaptive to take the per-sample "
+                            "worst case with, matched by this path (default: one found by the model's weights "
+                            "fingerprint)."),
     }
     assert list(helps) == [f.name for f in dataclasses.fields(EvalSettings)], "a flag per EvalSettings field"
     for name, (kind, text) in helps.items():

@@ -41,6 +41,7 @@ class EvalSettings:
     progress: bool = True
     abs_samples: int | None = None
     abs_steps: int | None = None
+    adaptive_report: str | None = None  # autoattack suite: the adaptive suite's JSON to compare with (matched by path)
 
 
 def parse_params(text: str | None) -> dict:

@@ -14,6 +14,7 @@ from dim_tf.eval.threat import EvalError
 SUITES = {
     "paper": "dim_tf.eval.suites.paper",  # the paper's Tables 1 and 2 (its attacks, thresholds, worst case)
     "adaptive": "dim_tf.eval.suites.adaptive",  # attacks built for DIM/biDIM, with gradient-masking sanity checks
+    "autoattack": "dim_tf.eval.suites.autoattack",  # AutoAttack (standard version) through ART, vs the adaptive suite
 }
 
 
