@@ -16,6 +16,7 @@ import tensorflow as tf
 from dim_tf import data
 from dim_tf.model_dir import ModelDirError
 from dim_tf.training import adversarial
+from dim_tf.training.fused_adam import FusedAdam
 
 
 @dataclasses.dataclass
@@ -32,8 +33,8 @@ class Stage:
 
 
 def make_optimizer(learning_rate: float, total_steps: int) -> keras.optimizers.Optimizer:
-    """Adam with cosine decay to zero over `total_steps`; create inside the strategy's scope."""
-    return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, max(total_steps, 1)))
+    """Adam (fused: `FusedAdam`) with cosine decay to zero over `total_steps`; create inside the strategy's scope."""
+    return FusedAdam(keras.optimizers.schedules.CosineDecay(learning_rate, max(total_steps, 1)))
 
 
 def make_train_step(strategy: tf.distribute.Strategy, model: keras.Model, objective: Callable,
