@@ -13,11 +13,13 @@ import keras
 import tensorflow as tf
 
 from conftest import absolute_paths, eval_settings, save_model_dir
+from dim_tf import model_dir as md
 from dim_tf.eval import ATTACKS, EvalSettings, ThreatModel, run_attack, sanity
 from dim_tf.eval.attacks import adaptive
 from dim_tf.eval.suites import adaptive as suite
 from dim_tf.eval.suites.adaptive import cascade, planning, report as reporting
 from dim_tf.eval.threat import project
+from dim_tf.fingerprint import weights_fingerprint
 from dim_tf.models import BinarizedInput
 
 LINF, L2 = ThreatModel.LINF, ThreatModel.L2
@@ -239,6 +241,8 @@ def test_suite_writes_the_report(mnist, mnist_folder, tmp_path, monkeypatch):
     assert stored["schema"] == suite.SCHEMA and stored["seconds"]["total"] > 0
     (model,) = stored["models"]
     assert model["variant_name"] == "bicnn"
+    # the weights it was made on, as --suite autoattack matches reports (the bi variant: the base model's weights)
+    assert model["weights_fingerprint"] == weights_fingerprint(md.load(cnn_dir)[0])
     n = model["norms"]["l2"]
     assert len(n["broken"]) == len(n["distance"]) == len(n["found_by"]) == 12
     assert n["accuracy"] <= n["cascade_accuracy"] <= model["clean_accuracy"]

@@ -17,6 +17,7 @@ from dim_tf.eval.suites.adaptive import planning
 from dim_tf.eval.suites.adaptive.planning import (EOT_SAMPLES, L2, LINF, PROBES, SANITY_EXAMPLES, SCALED, THRESHOLDS,
                                                   Step, Target)
 from dim_tf.eval.threat import TOLERANCE, ThreatModel
+from dim_tf.fingerprint import weights_fingerprint
 
 LINE_SEARCH_STEPS = 10
 
@@ -164,6 +165,7 @@ def evaluate(target: Target, x, y, settings: EvalSettings, out_dir, dataset, arg
     """The cascades of `target` under `norms`, the probes, the doubled-attack check; returns its report entry."""
     start = time.time()
     entry = {"model_dir": results.shown_path(target.model_dir), "model": target.manifest.get("model"),
+             "weights_fingerprint": weights_fingerprint(target.base),  # what --suite autoattack matches on
              "variant": target.variant, "variant_name": target.name, "stochastic": target.stochastic,
              "eot_samples": EOT_SAMPLES if target.stochastic else 1, "norms": {}, "sanity": []}
     for norm in norms:
