@@ -187,6 +187,13 @@ def calibrate_abs(cfg: TrainConfig, model: keras.Model, validation: data.Split, 
             "cross_entropy": {"before": before, "after": after}, "validation_accuracy": accuracy}
 
 
+def logit_scale(model: str, score_temperature: float) -> float:
+    """What a model's outputs are multiplied by before a cross-entropy attack: the DIM family's training
+    temperature (its scores P_i are ratios near [0, 1], not calibrated logits, and a cross-entropy on them is
+    nearly flat), 1 for the CNNs, whose outputs are logits."""
+    return score_temperature if model in DIM_FAMILY else 1.0
+
+
 def robustness_probe(cfg: TrainConfig, model: keras.Model, validation: data.Split):
     """(validate, collapse check) for adversarial training: PGD-`adv_monitor_steps` accuracy at the training eps
     on the first `adv_monitor_examples` validation images, of the model and (when training binarizes part of
@@ -194,7 +201,7 @@ def robustness_probe(cfg: TrainConfig, model: keras.Model, validation: data.Spli
     if cfg.attack() is None or cfg.adv_monitor_examples == 0:
         return None, None
     x, y = validation.images[:cfg.adv_monitor_examples], validation.labels[:cfg.adv_monitor_examples]
-    scale = cfg.score_temperature if cfg.model in DIM_FAMILY else 1.0  # DIM's scores are not calibrated logits
+    scale = logit_scale(cfg.model, cfg.score_temperature)
     probes = {"val_pgd_accuracy": model}
     if cfg.bi_fraction > 0:
         probes["val_bi_pgd_accuracy"] = bi_variant(model, gradient="straight_through")

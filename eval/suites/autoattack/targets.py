@@ -31,15 +31,12 @@ class Target:
 
 
 def logit_scale(manifest: dict) -> float:
-    """The training temperature of a DIM-family model's scores (its `score_temperature`, 30 by default): DIM's
-    scores P_i are ratios near [0, 1], not calibrated logits, and a cross-entropy on them is nearly flat. 1 for the
-    CNNs, whose outputs are logits."""
+    """`registry.logit_scale` of the model a manifest describes."""
     from dim_tf import registry
 
     config = manifest.get("config") or {}
-    if manifest.get("model") not in registry.DIM_FAMILY:
-        return 1.0
-    return float(config.get("score_temperature", registry.TrainConfig.score_temperature))
+    return registry.logit_scale(manifest.get("model"),
+                                float(config.get("score_temperature", registry.TrainConfig.score_temperature)))
 
 
 def make(model_dir: str, model, manifest: dict, variant: str, surrogate: str) -> Target:
