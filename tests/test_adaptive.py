@@ -15,7 +15,7 @@ import tensorflow as tf
 from conftest import absolute_paths, eval_settings, save_model_dir
 from dim_tf import model_dir as md
 from dim_tf.eval import ATTACKS, EvalSettings, ThreatModel, run_attack, sanity
-from dim_tf.eval.attacks import adaptive
+from dim_tf.eval.attacks import adaptive, apgd
 from dim_tf.eval.suites import adaptive as suite
 from dim_tf.eval.suites.adaptive import cascade, planning, report as reporting
 from dim_tf.eval.threat import project
@@ -25,9 +25,10 @@ from dim_tf.models import BinarizedInput
 LINF, L2 = ThreatModel.LINF, ThreatModel.L2
 LARGE_EPS = {LINF: 0.5, L2: 5.0}
 FAST = {"pgd_margin": {"steps": 20}, "pgd_dlr": {"steps": 20}, "pgd_targeted": {"steps": 10, "targets": 3},
-        "square": {"queries": 300}, "pixel_flip": {"rounds": 60}}
-CASES = [("pgd_margin", LINF), ("pgd_dlr", LINF), ("pgd_targeted", L2), ("square", LINF), ("square", L2),
-         ("pixel_flip", LINF), ("pixel_flip", L2)]
+        "apgd_dlr": {"steps": 20}, "apgd_targeted": {"steps": 10, "targets": 2}, "square": {"queries": 300},
+        "pixel_flip": {"rounds": 60}}
+CASES = [("pgd_margin", LINF), ("pgd_dlr", LINF), ("pgd_targeted", L2), ("apgd_dlr", LINF), ("apgd_dlr", L2),
+         ("apgd_targeted", LINF), ("square", LINF), ("square", L2), ("pixel_flip", LINF), ("pixel_flip", L2)]
 
 
 def row(name):
@@ -55,6 +56,12 @@ def test_rows_break_cnn_and_binarized_cnn(name, norm, tiny_cnn, digits):
     plain, _ = success_rate(tiny_cnn, name, norm, x, y)
     # Pixel flip only moves pixels to just past 0.5: enough for a binarized input, not always for a plain CNN.
     assert plain >= (0.85 if name == "pixel_flip" else 0.95), f"{name} {norm.value} on the CNN: success {plain:.2f}"
+
+
+def test_apgd_reconsiders_its_steps_at_the_papers_checkpoints():
+    # p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06) (Croce & Hein 2020), of 100 iterations
+    assert apgd.checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert apgd.checkpoints(10) == [2, 3, 4, 5, 6, 7, 8, 9, 10]
 
 
 def test_exact_gradient_pgd_is_masked_where_bpda_is_not(tiny_cnn, digits):
@@ -196,7 +203,7 @@ def test_plan_covers_the_adaptive_attacks(tiny_cnn, mnist):
     labels = {norm: [s.label for s in planning.plan(target, norm, 1.0, [("cnn", tiny_cnn, 10)], None)]
               for norm in (LINF, L2)}
     assert labels[LINF] == ["bpda-st pgd_margin", "bpda-sigmoid-annealed pgd_margin", "bpda-st pgd_dlr",
-                            "bpda-st pgd_targeted", "pixel_flip", "bpda-st fgsm", "square", "hop_skip_jump",
+                            "bpda-st pgd_targeted", "bpda-st apgd_dlr", "bpda-st apgd_targeted", "pixel_flip", "bpda-st fgsm", "square", "hop_skip_jump",
                             "transfer from cnn"]
     assert labels[L2][-3:] == ["hop_skip_jump", "boundary", "transfer from cnn"] and "pixel_flip" in labels[L2]
     main = planning.plan(target, LINF, 1.0, [], None)[0]

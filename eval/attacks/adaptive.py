@@ -56,10 +56,18 @@ def targeted_margin_loss(logits, target):
     return -margin_loss(logits, target)
 
 
+def targeted_dlr_loss(logits, y, target):
+    """AutoAttack's targeted DLR: (Z_t - Z_y) / (Z_(1) - (Z_(3) + Z_(4)) / 2), scale- and shift-invariant."""
+    top = tf.math.top_k(logits, k=4).values
+    z_y = tf.gather(logits, y, batch_dims=1)
+    z_t = tf.gather(logits, target, batch_dims=1)
+    return (z_t - z_y) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+
+
 @tf.function(reduce_retracing=True)
 def _loss_and_grad(model_fn, adv, y, aux, kind: str, eot: int, feature_of):
     """Mean over `eot` forward passes of the loss gradient at `adv`, and of the scores. `aux`: the targets
-    ("targeted"), D's target output ("feature", with `feature_of` the denoiser map) or unused."""
+    ("targeted", "targeted_dlr"), D's target output ("feature", with `feature_of` the denoiser map) or unused."""
     grads, scores, losses = 0.0, 0.0, 0.0
     for _ in range(eot):
         with tf.GradientTape() as tape:
@@ -71,6 +79,8 @@ def _loss_and_grad(model_fn, adv, y, aux, kind: str, eot: int, feature_of):
                 loss = dlr_loss(logits, y)
             elif kind == "targeted":
                 loss = targeted_margin_loss(logits, aux)
+            elif kind == "targeted_dlr":
+                loss = targeted_dlr_loss(logits, y, aux)
             else:  # "feature": -||D(x') - target||^2
                 loss = -tf.reduce_sum(tf.square(feature_of(adv) - aux), axis=[1, 2, 3])
         grad = tape.gradient(loss, adv)
@@ -93,18 +103,31 @@ def random_start(x: np.ndarray, eps: float, norm: ThreatModel, rng: np.random.Ge
     return np.clip(x + delta, 0.0, 1.0).astype(np.float32)
 
 
-def project_step(x, adv, grad, step, eps, norm: ThreatModel) -> np.ndarray:
-    """One ascent step of length `step` along sign(grad) (L-inf) or grad / ||grad|| (L2), projected onto the eps-ball
-    around x and [0, 1] (clipping to the box after the ball keeps the ball)."""
+def ascent_direction(grad: np.ndarray, norm: ThreatModel, step) -> np.ndarray:
+    """A move of length `step` (a float or one per example) along sign(grad) (L-inf) or grad / ||grad|| (L2)."""
+    step = np.asarray(step, np.float32)
     if norm is LINF:
-        adv = np.clip(adv + step * np.sign(grad), x - eps, x + eps)
+        return step.reshape(-1, *[1] * (grad.ndim - 1)) * np.sign(grad)
+    flat = grad.reshape(len(grad), -1)
+    unit = flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
+    return (step.reshape(-1, 1) * unit).reshape(grad.shape)
+
+
+def project(x: np.ndarray, adv: np.ndarray, eps: float, norm: ThreatModel) -> np.ndarray:
+    """`adv` projected onto the eps-ball around x and then [0, 1] (clipping to the box after the ball keeps the
+    ball)."""
+    if norm is LINF:
+        adv = np.clip(adv, x - eps, x + eps)
     else:
-        flat = grad.reshape(len(x), -1)
-        unit = flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
-        delta = (adv - x).reshape(len(x), -1) + step * unit
-        delta *= np.minimum(1.0, eps / np.maximum(np.linalg.norm(delta, axis=1, keepdims=True), 1e-12))
+        delta = (adv - x).reshape(len(x), -1)
+        delta = delta * np.minimum(1.0, eps / np.maximum(np.linalg.norm(delta, axis=1, keepdims=True), 1e-12))
         adv = x + delta.reshape(x.shape)
     return np.clip(adv, 0.0, 1.0).astype(np.float32)
+
+
+def project_step(x, adv, grad, step, eps, norm: ThreatModel) -> np.ndarray:
+    """One ascent step of length `step` (see `ascent_direction`), projected (see `project`)."""
+    return project(x, adv + ascent_direction(grad, norm, step), eps, norm)
 
 
 def pgd(model_fn, x, y, eps: float, norm: ThreatModel, steps: int, rel_stepsize: float, *, kind: str = "margin",

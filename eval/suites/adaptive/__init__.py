@@ -5,7 +5,9 @@ Per model variant and threat model (L-inf 0.3 and L2 1.5, the paper's thresholds
 attack runs only on the examples nothing before it broke (the main attack and the single-step one on every example):
   white-box   margin PGD (5 restarts, the main attack), for binarized variants through BPDA (straight-through
               backward pass) and once more through a sigmoid surrogate whose temperature is annealed; DLR PGD;
-              targeted margin PGD against every wrong class; for binarized variants the pixel-flip search; for
+              targeted margin PGD against every wrong class; APGD on the DLR loss (2 random starts) and APGD-T
+              toward every wrong class (own, `dim_tf.eval.attacks.apgd`); for binarized variants the pixel-flip
+              search; for
               DIM-family models the feature attack (D(x) pushed toward a wrong class's reconstruction);
   single-step FGSM / FGM (through the same surrogate);
   black-box   Square (L-inf, L2), HopSkipJump (L-inf, L2), Boundary (L2), transfer from the undefended CNN and, for
