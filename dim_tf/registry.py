@@ -93,6 +93,8 @@ class TrainConfig:
             raise ValueError(f"--binarized_fraction must lie in [0, 1], got {self.binarized_fraction}")
         if self.model in ("madry", "abs") and self.bi_fraction > 0:
             raise ValueError(f"--binarized_fraction applies to the DIM family and cnn, not to {self.model}")
+        if self.abs_calibration_examples < 0:
+            raise ValueError(f"--abs_calibration_examples must be >= 0, got {self.abs_calibration_examples}")
 
     @property
     def attack_method(self) -> str:
@@ -114,8 +116,6 @@ class TrainConfig:
             return None
         step = self.adv_step_size or adversarial.default_step_size(method, self.adv_eps, self.adv_steps)
         return adversarial.LinfAttack(method, self.adv_eps, self.adv_steps, step)
-        if self.abs_calibration_examples < 0:
-            raise ValueError(f"--abs_calibration_examples must be >= 0, got {self.abs_calibration_examples}")
 
 
 def configure(model: str, settings: dict, given: set) -> TrainConfig:

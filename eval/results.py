@@ -1,6 +1,6 @@
-"""Result files of the evaluation: where a result goes, what is added to it (model, data, versions, command), how
-a report shows a path (`shown_path`: never absolute), and the numbers at the paper's thresholds that stored results
-already hold.
+"""Result files of the evaluation: where a result goes, what is added to it (model, data, versions, command; paths
+as `dim_tf.shown_paths.shown_path` shows them: never absolute), and the numbers at the paper's thresholds that
+stored results already hold.
 
 The schema of one attack's result is `SCHEMA` (written by `dim_tf.eval.attack_run.run_attack`; eval/README.md
 lists its keys); the suites write `dim_tf.eval.suite/1` (paper) and `dim_tf.eval.adaptive/1` reports; the adaptive
@@ -16,20 +16,10 @@ import os
 import time
 
 from dim_tf.eval.threat import EvalError
+from dim_tf.shown_paths import shown_path, shown_source
 
 SCHEMA = "dim_tf.eval.result/1"
 PROGRAM = "python -m dim_tf.eval"
-
-
-def shown_path(path: str) -> str:
-    """A path as a report records it: relative to the current folder, never absolute (reports are committed and read
-    on other machines; /work/main/runs/dim says nothing there, runs/dim does)."""
-    if not os.path.isabs(path):
-        return os.path.normpath(path)
-    try:
-        return os.path.relpath(path)
-    except ValueError:  # another drive (Windows)
-        return os.path.basename(os.path.normpath(path))
 
 
 def _shown_argument(arg: str) -> str:
@@ -90,7 +80,7 @@ def annotate(result: dict, *, model_dir: str, manifest: dict, variant: str, vari
                   "variant_name": variant_name, "bi_gradient": bi_gradient if variant == "bi" else None,
                   "manifest_test_accuracy": manifest.get("test_accuracy"), "seed": manifest.get("seed")},
         "data": {"dataset": manifest.get("dataset", "mnist"), "split": "test",
-                 "source": shown_path(dataset.source) if os.path.isabs(dataset.source) else dataset.source,
+                 "source": shown_source(dataset.source),
                  "first": 0, "num_examples": num_examples},
         "strategy": strategy,
         "versions": md.library_versions(),

@@ -13,6 +13,7 @@ import os
 import time
 
 from dim_tf import lite
+from dim_tf.shown_paths import shown_path
 from dim_tf.export import FLOAT_FILE, LABELS_FILE, MODEL_FILE, ExportError
 from dim_tf.export.convert import DEFAULT_REPRESENTATIVE_SAMPLES, QUANTIZE
 from dim_tf.export.verify import MAX_ACCURACY_DROP, MIN_AGREEMENT, Checks
@@ -140,7 +141,7 @@ def _build(model_dir, tmp, scratch, variant, quantize, data_dir, representative_
                        "int8_graph_input_rule": "x > 0.5 on p/255" if quantize == "int8" else "x >= 0.5",
                        "float_graph_rule": "x >= 0.5"} if binarize else None),
         "model_config": manifest.get("model_config"), "train_config": manifest.get("config"),
-        "source": {"model_dir": os.path.abspath(model_dir), "manifest_test_accuracy": manifest.get("test_accuracy"),
+        "source": {"model_dir": shown_path(model_dir), "manifest_test_accuracy": manifest.get("test_accuracy"),
                    "model_keras_sha256": lite.sha256(os.path.join(model_dir, md.MODEL_FILE))},
         "accuracy": {"keras": verification["keras"]["accuracy"], "quantized": q["accuracy"],
                      "float": verification.get(FLOAT_FILE, {}).get("accuracy"),

@@ -31,6 +31,7 @@ import time
 import numpy as np
 
 from dim_tf import lite
+from dim_tf.shown_paths import shown_path, shown_source
 from dim_tf.eval.paper_numbers import THRESHOLDS
 
 SCHEMA = "dim_tf.export.robustness/1"
@@ -188,12 +189,12 @@ def robustness(bundle: str, model_dir: str, *, num_examples: int = 500, replay: 
     clean_labels = replay_labels(x, keras_labels, bundles)
     result = {
         "schema": SCHEMA,
-        "bundle": {"path": os.path.abspath(bundle), "model_name": meta.get("model_name"),
+        "bundle": {"path": shown_path(bundle), "model_name": meta.get("model_name"),
                    "variant": meta.get("variant"), "quantize": meta.get("quantize"), "files": file_of,
                    "sha256": {f: meta["files"][f]["sha256"] for f in file_of.values()}, "threads": threads},
-        "model": {"dir": os.path.abspath(model_dir), "name": manifest.get("model"),
+        "model": {"dir": shown_path(model_dir), "name": manifest.get("model"),
                   "reference": meta.get("model_name"), "crafted_on": crafting_name},
-        "data": {"dataset": manifest.get("dataset", "mnist"), "source": dataset.source, "split": "test",
+        "data": {"dataset": manifest.get("dataset", "mnist"), "source": shown_source(dataset.source), "split": "test",
                  "first": 0, "num_examples": len(x)},
         "labels": y.tolist(),
         "names": {"keras": "the Keras model (bundle variant, exact forward pass) on the float images",

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from dim_tf.export import FLOAT_FILE, MODEL_FILE, ExportError
+from dim_tf.shown_paths import shown_source
 
 MAX_ACCURACY_DROP = 0.005   # |int8 accuracy - Keras accuracy| on the test set, as a fraction (0.5 point)
 MIN_AGREEMENT = 0.99        # fraction of test images whose label matches the Keras model's
@@ -90,7 +91,7 @@ def verify_bundle(tmp: str, files: dict, model, test, dataset_source: str, quant
     log(f"keras on {n_test} test images: {time.time() - t:.1f}s")
     truth = test.labels
     verification = {
-        "test_images": n_test, "dataset_source": dataset_source,
+        "test_images": n_test, "dataset_source": shown_source(dataset_source),
         "thresholds": {"max_accuracy_drop": checks.max_accuracy_drop, "min_agreement": checks.min_agreement},
         "keras": {"accuracy": float(np.mean(keras_labels[:n_test] == truth))},
         "representative": rep_info,

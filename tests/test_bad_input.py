@@ -100,6 +100,8 @@ def test_zero_epochs_are_refused_and_an_untrained_manifest_is_not_evaluated(tmp_
     for name, value in (("epochs", 0), ("epochs", -1), ("denoiser_epochs", 0)):
         with pytest.raises(ValueError, match=f"--{name} must be >= 1"):
             registry.TrainConfig(**{name: value})
+    with pytest.raises(ValueError, match="--abs_calibration_examples must be >= 0, got -1"):
+        registry.TrainConfig(model="abs", abs_calibration_examples=-1)
     folder = saved_run(tmp_path / "run", models["cnn"], {"model": "cnn", "stages": {"classifier": {"epochs": 0}}})
     monkeypatch.setattr("dim_tf.data.load", lambda *a, **k: pytest.fail("data loaded"))
     with pytest.raises(md.ModelDirError, match=r"untrained model \(stage classifier ran 0 epochs\).*--epochs >= 1"):

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import untrained_model_dir
+from conftest import absolute_paths, untrained_model_dir
 from dim_tf import lite
 from dim_tf.validation import InputError
 
@@ -61,7 +61,9 @@ def constant(value, n=1, dtype=np.uint8):
 def test_bundle_files_and_metadata(bundle):
     assert sorted(os.listdir(bundle)) == ["bundle.json", "labels.txt", "model.tflite", "model_float.tflite"]
     assert [n for n in os.listdir(os.path.dirname(bundle)) if n.startswith(".")] == []  # no temporary folders left
-    meta = json.load(open(os.path.join(bundle, "bundle.json")))
+    text = open(os.path.join(bundle, "bundle.json")).read()
+    assert absolute_paths(text, os.getcwd()) == []  # shipped to devices: no path of the machine that built it
+    meta = json.loads(text)
     assert meta["model_name"] == "bidim" and meta["variant"] == "bi" and meta["quantize"] == "int8"
     q = meta["input"]["model.tflite"]
     assert q["dtype"] == "uint8" and q["zero_point"] == 0 and q["scale"] == pytest.approx(1 / 255)
@@ -297,6 +299,7 @@ def robustness_run(cnn_bundle, mnist_folder, tmp_path_factory):
 def test_robustness_report_shape(robustness_run):
     result, adversarials, stdout = robustness_run
     assert result["schema"] == "dim_tf.export.robustness/1"
+    assert absolute_paths(json.dumps(result), os.getcwd()) == []
     assert result["bundle"]["files"] == {"quantized": "model.tflite", "float": "model_float.tflite"}
     assert result["model"]["crafted_on"] == "bicnn-straight_through" and result["model"]["reference"] == "bicnn"
     y = np.array(result["labels"])

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import untrained_model_dir
+from conftest import absolute_paths, untrained_model_dir
 from dim_tf import lite
 from dim_tf.web import SiteError, browser, builder, preprocess
 
@@ -95,6 +95,10 @@ def test_site_files(site, bundles):
             assert info["source_sha256"] == lite.sha256(os.path.join(bundles[m["id"]], name))
             assert info["sha256"] == lite.sha256(os.path.join(site, m["dir"], name))
     assert "cdn" not in open(os.path.join(site, "index.html")).read().lower()
+    # served to any browser: no path of the machine that built it, in the site's index or the bundles it copied
+    for m in meta["models"]:
+        assert absolute_paths(open(os.path.join(site, m["dir"], lite.BUNDLE_JSON)).read(), os.getcwd()) == []
+    assert absolute_paths(open(os.path.join(site, "site.json")).read(), os.getcwd()) == []
 
 
 def test_page_loads_without_console_errors_or_outside_requests(chrome, server):

@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from dim_tf import lite
+from dim_tf.shown_paths import shown_path
 from dim_tf.web import SiteError, browser, builder
 
 
@@ -108,10 +109,10 @@ def run(site: str, calls: int = 200, loads: int = 3, log=print) -> dict:
     image = lite.load_image(os.path.join(site, meta["digits"][0]["file"])) if meta["digits"] else \
         np.zeros((28, 28, 1), np.uint8)
     in_python = {}
-    for m in meta["models"]:
+    for m in meta["models"]:  # site.json names each bundle relative to the folder the site was built from
         in_python[m["id"]] = lite_latency(m["bundle"], image, calls)
         log(f"dim_tf.lite {m['id']}: " + ", ".join(f"{r['file']} {r['median_ms']:.3f} ms" for r in in_python[m["id"]].values()))
-    return {"site": os.path.abspath(site), "calls": calls, "sizes": sizes, "loads": loads_out,
+    return {"site": shown_path(site), "calls": calls, "sizes": sizes, "loads": loads_out,
             "load_median_seconds": statistics.median(l["wall_seconds"] for l in loads_out),
             "browser": in_browser, "dim_tf_lite": in_python, "chromium": browser.find_chromium(),
             "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),

@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from dim_tf import lite, model_dir
+from dim_tf.shown_paths import shown_path
 from dim_tf.web import SiteError, runtime
 
 SITE_FORMAT = "dim_tf.web-site"
@@ -279,7 +280,8 @@ def _write(site: str, bundles: list[dict], digits: list[dict], reports, runtime_
         line = adaptive_line(meta, reports)
         models.append({
             "id": model_id, "name": DISPLAY.get(base, base), "model_name": base, "model": meta.get("model"),
-            "variant": meta.get("variant"), "kind": b["kind"], "bundle": b["path"], "dir": f"models/{model_id}/",
+            "variant": meta.get("variant"), "kind": b["kind"], "bundle": shown_path(b["path"]),
+            "dir": f"models/{model_id}/",
             "files": b["files"], "quantize": meta.get("quantize"),
             "views_quantize": (meta.get("views") or {}).get("quantize"),
             "outputs": meta["outputs"], "views_outputs": VIEWS_OUTPUTS if b["files"]["views"] else [],
@@ -292,7 +294,7 @@ def _write(site: str, bundles: list[dict], digits: list[dict], reports, runtime_
     site_meta = {
         "format": SITE_FORMAT, "format_version": SITE_VERSION,
         "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "models": models, "digits": digits,
-        "runtime": runtime_info, "adaptive_reports": [os.path.abspath(p) for p, _ in reports],
+        "runtime": runtime_info, "adaptive_reports": [shown_path(p) for p, _ in reports],
         "pinned_batch_note": pin_batch.__doc__.split("\n\n")[0].strip(),
     }
     path = os.path.join(site, SITE_JSON)
