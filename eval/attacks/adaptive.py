@@ -201,28 +201,34 @@ def scores_of(model_fn, images: np.ndarray, batch_size: int = 1000) -> np.ndarra
     return _predict_scores(model_fn, images, batch_size, check=False)
 
 
-def pgd_targeted(model_fn, x, y, eps, norm, params, restart=0, *, on_step=None):
-    """PGD on the targeted margin, for the `targets` wrong classes of highest clean score in turn; an example
-    leaves once adversarial (for any class)."""
-    x = np.asarray(x, np.float32)
-    y = np.asarray(y, np.int32)
+def toward_each_class(model_fn, x: np.ndarray, y: np.ndarray, count: int, attack_one) -> np.ndarray:
+    """Targeted attacks in turn toward the `count` wrong classes of highest clean score: `attack_one(todo, t)`
+    returns adversarials for the examples `todo` (indices) toward classes t [len(todo)]; an example leaves once
+    adversarial (for any class). Returns x with each broken example's adversarial."""
     clean = scores_of(model_fn, x)
     clean[np.arange(len(x)), y] = -np.inf
     ranked = np.argsort(-clean, axis=1)
-    out = x.copy()
-    broken = np.zeros(len(x), bool)
-    start = _start(x, eps, norm, restart)
-    for rank in range(min(int(params["targets"]), clean.shape[1] - 1)):
+    out, broken = x.copy(), np.zeros(len(x), bool)
+    for rank in range(min(int(count), clean.shape[1] - 1)):
         todo = np.flatnonzero(~broken)
         if not len(todo):
             break
-        adv = pgd(model_fn, x[todo], y[todo], eps, norm, params["steps"], params["rel_stepsize"], kind="targeted",
-                  aux=ranked[todo, rank].astype(np.int32), start=None if start is None else start[todo],
-                  eot=params["eot"], on_step=on_step)
+        adv = attack_one(todo, ranked[todo, rank].astype(np.int32))
         fooled = scores_of(model_fn, adv).argmax(1) != y[todo]
         out[todo[fooled]] = adv[fooled]
         broken[todo[fooled]] = True
     return out
+
+
+def pgd_targeted(model_fn, x, y, eps, norm, params, restart=0, *, on_step=None):
+    """PGD on the targeted margin, for the `targets` wrong classes of highest clean score in turn (see
+    `toward_each_class`)."""
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y, np.int32)
+    start = _start(x, eps, norm, restart)
+    return toward_each_class(model_fn, x, y, params["targets"], lambda todo, t: pgd(
+        model_fn, x[todo], y[todo], eps, norm, params["steps"], params["rel_stepsize"], kind="targeted", aux=t,
+        start=None if start is None else start[todo], eot=params["eot"], on_step=on_step))
 
 
 def _adaptive_checks(params: dict) -> None:
@@ -423,15 +429,8 @@ def feature_attack(variant, bank_images: np.ndarray, bank_labels: np.ndarray, ta
     def fn(model_fn, x, y, eps, norm, params, restart=0):
         x = np.asarray(x, np.float32)
         y = np.asarray(y, np.int32)
-        clean = scores_of(model_fn, x)
-        clean[np.arange(len(x)), y] = -np.inf
-        ranked = np.argsort(-clean, axis=1)
-        out, broken = x.copy(), np.zeros(len(x), bool)
-        for rank in range(targets):
-            todo = np.flatnonzero(~broken)
-            if not len(todo):
-                break
-            t = ranked[todo, rank]
+
+        def toward(todo, t):
             nearest = np.empty(len(todo), int)
             for c in np.unique(t):
                 members = np.flatnonzero(bank_labels == c)
@@ -440,12 +439,10 @@ def feature_attack(variant, bank_images: np.ndarray, bank_labels: np.ndarray, ta
                 nearest[sel] = members[d2.argmin(1)]
             goal = np.concatenate([reconstruction(bank_images[nearest[i:i + 500]], t[i:i + 500])
                                    for i in range(0, len(todo), 500)])
-            adv = pgd(model_fn, x[todo], y[todo], eps, norm, steps, 0.1, kind="feature", aux=goal.astype(np.float32),
-                      start=_start(x[todo], eps, norm, restart), feature_of=variant.denoise)
-            fooled = scores_of(model_fn, adv).argmax(1) != y[todo]
-            out[todo[fooled]] = adv[fooled]
-            broken[todo[fooled]] = True
-        return out
+            return pgd(model_fn, x[todo], y[todo], eps, norm, steps, 0.1, kind="feature", aux=goal.astype(np.float32),
+                       start=_start(x[todo], eps, norm, restart), feature_of=variant.denoise)
+
+        return toward_each_class(model_fn, x, y, targets, toward)
 
     return Attack("feature", "adaptive", (LINF, L2), fn, {}, randomized=True, source="own",
                   description="pushes D(x') toward F_t(D(x_t)) for the nearest bank image x_t of a wrong class t",

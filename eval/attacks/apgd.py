@@ -20,13 +20,11 @@ Momentum ALPHA mixes the projected step with the previous move (none on the firs
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
 from dim_tf.eval.attacks.adaptive import (_adaptive_checks, _loss_and_grad, _start, ascent_direction, project,
-                                          scores_of)
+                                          toward_each_class)
 from dim_tf.eval.attacks.base import Attack
 from dim_tf.eval.threat import ThreatModel
 
@@ -116,25 +114,14 @@ def apgd_dlr(model_fn, x, y, eps, norm, params, restart=0):
 
 
 def apgd_targeted(model_fn, x, y, eps, norm, params, restart=0):
-    """APGD on the targeted DLR loss toward the `targets` wrong classes of highest clean score in turn, from a
-    random point of the ball; an example leaves once adversarial (for any class)."""
+    """APGD on the targeted DLR loss toward the `targets` wrong classes of highest clean score in turn (see
+    `adaptive.toward_each_class`), from a random point of the ball."""
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.int32)
-    clean = scores_of(model_fn, x)
-    clean[np.arange(len(x)), y] = -np.inf
-    ranked = np.argsort(-clean, axis=1)
-    out, broken = x.copy(), np.zeros(len(x), bool)
     start = _start(x, eps, norm, restart + 1)
-    for rank in range(min(int(params["targets"]), clean.shape[1] - 1)):
-        todo = np.flatnonzero(~broken)
-        if not len(todo):
-            break
-        adv = apgd(model_fn, x[todo], y[todo], eps, norm, params["steps"], kind="targeted_dlr",
-                   aux=ranked[todo, rank], start=start[todo], eot=params["eot"])
-        fooled = scores_of(model_fn, adv).argmax(1) != y[todo]
-        out[todo[fooled]] = adv[fooled]
-        broken[todo[fooled]] = True
-    return out
+    return toward_each_class(model_fn, x, y, params["targets"], lambda todo, t: apgd(
+        model_fn, x[todo], y[todo], eps, norm, params["steps"], kind="targeted_dlr", aux=t, start=start[todo],
+        eot=params["eot"]))
 
 
 def _checks(params: dict) -> None:
