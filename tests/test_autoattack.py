@@ -14,7 +14,8 @@ import pytest
 from conftest import eval_settings, save_model_dir
 from dim_tf import model_dir as md
 from dim_tf.eval.suites import autoattack
-from dim_tf.eval.suites.autoattack import art_attacks, cascade, fab, merge, targets
+from dim_tf.eval.attacks import fab
+from dim_tf.eval.suites.autoattack import art_attacks, cascade, merge, targets
 from dim_tf.eval.suites.autoattack.settings import AutoAttackConfig
 from dim_tf.eval.threat import TOLERANCE, EvalError, ThreatModel
 

@@ -3,17 +3,17 @@
 Families: `gradient` (FGSM/FGM, PGD, BIM, MIM), `optimization` (Carlini-Wagner L2), `score_based` (SPSA), and
 from foolbox 3.3.4: `minimization` (DDN, DeepFool, Brendel-Bethge), `decision` (Boundary, HopSkipJump, Pointwise),
 `noise` (additive Gaussian / uniform noise); own: `adaptive` (margin, DLR and targeted PGD on the scores, EOT),
-`apgd` (APGD and APGD-T on the DLR loss), Square in `score_based`.
+`apgd` (APGD and APGD-T on the DLR loss), `fab` (FAB-T), Square in `score_based`.
 `python -m dim_tf.eval --attack list` prints the table.
 """
 
 from __future__ import annotations
 
-from dim_tf.eval.attacks import adaptive, apgd, decision, gradient, minimization, noise, optimization, score_based
+from dim_tf.eval.attacks import adaptive, apgd, decision, fab, gradient, minimization, noise, optimization, score_based
 from dim_tf.eval.attacks.base import Attack
 from dim_tf.eval.threat import EvalError, ThreatModel
 
-FAMILIES = (gradient, optimization, score_based, minimization, decision, noise, adaptive, apgd)
+FAMILIES = (gradient, optimization, score_based, minimization, decision, noise, adaptive, apgd, fab)
 ATTACKS: dict[str, Attack] = {row.name: row for family in FAMILIES for row in family.ROWS}
 
 __all__ = ["ATTACKS", "Attack", "get", "table", "norms_covered"]

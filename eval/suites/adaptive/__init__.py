@@ -6,7 +6,8 @@ attack runs only on the examples nothing before it broke (the main attack and th
   white-box   margin PGD (5 restarts, the main attack), for binarized variants through BPDA (straight-through
               backward pass) and once more through a sigmoid surrogate whose temperature is annealed; DLR PGD;
               targeted margin PGD against every wrong class; APGD on the DLR loss (2 random starts) and APGD-T
-              toward every wrong class (own, `dim_tf.eval.attacks.apgd`); for binarized variants the pixel-flip
+              toward every wrong class (own, `dim_tf.eval.attacks.apgd`); FAB-T toward every wrong class (own,
+              `dim_tf.eval.attacks.fab`, minimum-norm); for binarized variants the pixel-flip
               search; for
               DIM-family models the feature attack (D(x) pushed toward a wrong class's reconstruction);
   single-step FGSM / FGM (through the same surrogate);

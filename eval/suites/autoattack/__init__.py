@@ -37,7 +37,7 @@ GRADIENT_PROBE_IMAGES = 16
 SHIMS = ["ART's SquareAttack (1.20.1), L2: the new window is scaled by 1/sqrt(budget) instead of sqrt(budget) (an "
          "operator-precedence slip; it wipes the perturbation built so far and makes NaN images when the budget is "
          "0); the suite runs ART's own `generate` with that expression corrected (art_attacks.py)",
-         "FAB-T: not in ART (its AutoAttack substitutes DeepFool); the suite's own (fab.py)"]
+         "FAB-T: not in ART (its AutoAttack substitutes DeepFool); the suite's own (eval/attacks/fab.py)"]
 
 
 def run(settings: EvalSettings, argv=None, log=print) -> dict:

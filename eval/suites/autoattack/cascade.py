@@ -14,7 +14,8 @@ import time
 
 import numpy as np
 
-from dim_tf.eval.suites.autoattack import art_attacks, fab
+from dim_tf.eval.attacks import fab
+from dim_tf.eval.suites.autoattack import art_attacks
 from dim_tf.eval.suites.autoattack.settings import AutoAttackConfig
 from dim_tf.eval.suites.autoattack.targets import Target
 from dim_tf.eval.threat import TOLERANCE, ThreatModel, project
@@ -23,7 +24,7 @@ from dim_tf.eval.threat import TOLERANCE, ThreatModel, project
 ATTACKS = {
     "apgd-ce": (False, True, f"ART {art_attacks.ART_VERSION} AutoProjectedGradientDescent, cross-entropy"),
     "apgd-t": (True, True, f"ART {art_attacks.ART_VERSION} AutoProjectedGradientDescent, targeted DLR"),
-    "fab-t": (True, True, "own FAB-T (ART has no FAB): eval/suites/autoattack/fab.py"),
+    "fab-t": (True, True, "own FAB-T (ART has no FAB): eval/attacks/fab.py"),
     "square": (False, False, f"ART {art_attacks.ART_VERSION} SquareAttack (L2 window fix: art_attacks.py)"),
 }
 
