@@ -208,7 +208,8 @@ def test_plan_covers_the_adaptive_attacks(tiny_cnn, mnist):
     labels = {norm: [s.label for s in planning.plan(target, norm, 1.0, [("cnn", tiny_cnn, 10)], None)]
               for norm in (LINF, L2)}
     assert labels[LINF] == ["bpda-st pgd_margin", "bpda-sigmoid-annealed pgd_margin", "bpda-st pgd_dlr",
-                            "bpda-st pgd_targeted", "bpda-st apgd_dlr", "bpda-st apgd_targeted", "bpda-st fab_targeted", "pixel_flip", "bpda-st fgsm", "square", "hop_skip_jump",
+                            "bpda-st pgd_targeted", "bpda-st apgd_dlr", "bpda-st apgd_targeted",
+                            "bpda-st fab_targeted", "pixel_flip", "bpda-st fgsm", "square", "hop_skip_jump",
                             "transfer from cnn"]
     assert labels[L2][-3:] == ["hop_skip_jump", "boundary", "transfer from cnn"] and "pixel_flip" in labels[L2]
     main = planning.plan(target, LINF, 1.0, [], None)[0]

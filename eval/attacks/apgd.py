@@ -13,8 +13,9 @@ kept breaking 1-5 more points of the first 200 images (the `more_steps_and_resta
 converged. APGD halves an example's step only when its loss stops rising, and restarts it from its best point.
 
 The schedule: step 2 eps; checkpoints at fractions 0, 0.22, then p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)
-of the steps (in whole iterations, as AutoAttack's code counts them); at a checkpoint an example halves its step and returns to its best iterate when its loss rose in at
-most RHO of the steps since the last checkpoint, or when it neither halved last time nor improved its best since.
+of the steps (in whole iterations, as AutoAttack's code counts them); at a checkpoint an example halves its step
+and returns to its best iterate when its loss rose in at most RHO of the steps since the last checkpoint, or when
+it neither halved last time nor improved its best since.
 Momentum ALPHA mixes the projected step with the previous move (none on the first step and after a halving).
 """
 
