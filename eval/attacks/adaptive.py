@@ -29,7 +29,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from dim_tf.eval.attacks.base import Attack, iterative
+from dim_tf.eval.attacks.base import Attack, iterative, positive
 from dim_tf.eval.threat import EvalError, ThreatModel
 from dim_tf.predict import margin as margin_loss
 from dim_tf.predict import scores as _predict_scores
@@ -231,12 +231,18 @@ def pgd_targeted(model_fn, x, y, eps, norm, params, restart=0, *, on_step=None):
         start=None if start is None else start[todo], eot=params["eot"], on_step=on_step))
 
 
-def _adaptive_checks(params: dict) -> None:
-    iterative(params)
+def check_steps_eot_targets(params: dict) -> None:
+    """The checks of an attack that sets its own step sizes (APGD, FAB-T): steps > 0, eot >= 1, targets 1..9."""
+    positive(params, "steps")
     if params.get("eot", 1) < 1:
         raise EvalError(f"eot {params['eot']} must be >= 1 (forward passes averaged per gradient)")
     if "targets" in params and not 1 <= params["targets"] <= 9:
         raise EvalError(f"targets {params['targets']} must lie in 1..9 (wrong classes tried, best first)")
+
+
+def _adaptive_checks(params: dict) -> None:
+    iterative(params)
+    check_steps_eot_targets(params)
 
 
 _COMMON = {"steps": 100, "rel_stepsize": 0.1, "eot": 1}

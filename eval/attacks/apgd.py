@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from dim_tf.eval.attacks.adaptive import (_adaptive_checks, _loss_and_grad, _start, ascent_direction, project,
-                                          toward_each_class)
+from dim_tf.eval.attacks.adaptive import (_loss_and_grad, _start, ascent_direction, check_steps_eot_targets,
+                                          project, toward_each_class)
 from dim_tf.eval.attacks.base import Attack
 from dim_tf.eval.threat import ThreatModel
 
@@ -125,16 +125,12 @@ def apgd_targeted(model_fn, x, y, eps, norm, params, restart=0):
         eot=params["eot"]))
 
 
-def _checks(params: dict) -> None:
-    _adaptive_checks({**params, "rel_stepsize": 0.5})  # APGD sets its own step: only steps, eot, targets
-
-
 ROWS = (
     Attack("apgd_dlr", "apgd", (LINF, L2), apgd_dlr, {"steps": 100, "eot": 1}, randomized=True, source="own",
            description="APGD (Croce & Hein 2020) on the DLR loss: per-example step halving at checkpoints, momentum",
-           check=_checks, loss="dlr"),
+           check=check_steps_eot_targets, loss="dlr"),
     Attack("apgd_targeted", "apgd", (LINF, L2), apgd_targeted, {"steps": 100, "eot": 1, "targets": 3},
            randomized=True, source="own",
            description="APGD on the targeted DLR loss toward the wrong classes of highest clean score (APGD-T)",
-           check=_checks, loss="targeted dlr"),
+           check=check_steps_eot_targets, loss="targeted dlr"),
 )

@@ -26,9 +26,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from dim_tf.eval.attacks.adaptive import toward_each_class
-from dim_tf.eval.attacks.base import Attack, positive
-from dim_tf.eval.threat import EvalError, ThreatModel
+from dim_tf.eval.attacks.adaptive import check_steps_eot_targets, toward_each_class
+from dim_tf.eval.attacks.base import Attack
+from dim_tf.eval.threat import ThreatModel
 
 ALPHA_MAX, ETA, BETA = 0.1, 1.05, 0.9  # the reference defaults
 BISECTION_STEPS = 30
@@ -135,16 +135,10 @@ def fab_row(model_fn, x, y, eps, norm, params, restart=0):
     return toward_each_class(model_fn, x, y, params["targets"], toward)
 
 
-def _checks(params: dict) -> None:
-    positive(params, "steps")
-    if not 1 <= params["targets"] <= 9:
-        raise EvalError(f"targets {params['targets']} must lie in 1..9 (wrong classes tried, best first)")
-
-
 ROWS = (
     Attack("fab_targeted", "fab", (ThreatModel.LINF, ThreatModel.L2), fab_row, {"steps": 100, "targets": 9},
            source="own, from Croce & Hein (2020) and the reference code's update rule",
            description="FAB-T: minimal steps onto the linearised boundary toward each likely wrong class in turn "
                        "(AutoAttack's), kept when within eps",
-           check=_checks, loss="targeted logit difference"),
+           check=check_steps_eot_targets, loss="targeted logit difference"),
 )

@@ -7,8 +7,7 @@ attack runs only on the examples nothing before it broke (the main attack and th
               backward pass) and once more through a sigmoid surrogate whose temperature is annealed; DLR PGD;
               targeted margin PGD against every wrong class; APGD on the DLR loss (2 random starts) and APGD-T
               toward every wrong class (own, `dim_tf.eval.attacks.apgd`); FAB-T toward every wrong class (own,
-              `dim_tf.eval.attacks.fab`, minimum-norm); for binarized variants the pixel-flip
-              search; for
+              `dim_tf.eval.attacks.fab`, minimum-norm); for binarized variants the pixel-flip search; for
               DIM-family models the feature attack (D(x) pushed toward a wrong class's reconstruction);
   single-step FGSM / FGM (through the same surrogate);
   black-box   Square (L-inf, L2), HopSkipJump (L-inf, L2), Boundary (L2), transfer from the undefended CNN and, for
