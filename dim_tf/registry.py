@@ -6,6 +6,7 @@ import dataclasses
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from dim_tf import data, predict
 from dim_tf.models import ABS, CNN, DIM, BinarizedInput, Denoiser, InternalModels, MadryCNN
@@ -245,12 +246,17 @@ def stages(cfg: TrainConfig, model: keras.Model, validation: data.Split) -> list
 
         objective = objectives.DenoiserObjective(denoiser, cfg.denoiser_noise, warmup, cfg.bi_fraction)
         result.append(Stage("denoiser", denoiser, objective, cfg.denoiser_epochs, cfg.learning_rate, val_mse))
-    objective = objectives.InternalObjective(model.internal, model.denoiser, cfg.internal_noise,
+    # Plain training reads D(x) of the frozen denoiser, computed once before the stage instead of in every update
+    # (the denoiser's forward was about 9 of an update's 62 ms; docs/robust-training.md, "Training speed").
+    # Adversarial training attacks through D, so it needs the images themselves.
+    cached = model.denoiser is not None and cfg.attack() is None
+    objective = objectives.InternalObjective(model.internal, None if cached else model.denoiser, cfg.internal_noise,
                                              cfg.own_class_weight, warmup, cfg.score_weight, cfg.score_temperature,
                                              cfg.bi_fraction)
     if cfg.attack() is not None:
         objective = objectives.AdversarialInternalObjective(model, objective, cfg.attack(), cfg.adv_warmup_steps,
                                                             cfg.bi_fraction, cfg.adv_target)
+    denoised = (lambda images: predict.batched(tf.function(model.denoiser), images, cfg.batch_size)) if cached else None
     result.append(Stage("internal", model.internal, objective, cfg.epochs, cfg.learning_rate, val_accuracy,
-                        collapse))
+                        collapse, denoised))
     return result

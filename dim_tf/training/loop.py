@@ -11,6 +11,7 @@ import time
 from typing import Callable
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from dim_tf import data
@@ -30,6 +31,9 @@ class Stage:
     learning_rate: float
     validate: Callable[[], dict]  # metrics on the validation split, e.g. {"val_accuracy": 0.98}
     collapse: adversarial.CollapseCheck | None = None  # stops the stage when a robustness metric collapses
+    # Maps the training images once when the stage starts (after the stages before it trained), e.g. the frozen
+    # denoiser's outputs, which the objective then reads instead of computing them in every update.
+    inputs: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def make_optimizer(learning_rate: float, total_steps: int) -> keras.optimizers.Optimizer:
@@ -96,6 +100,10 @@ def run_stage(stage: Stage, strategy: tf.distribute.Strategy, train: data.Split,
                                "delete that folder or use a new --model_dir") from e
         log(f"[{stage.name}] resuming after epoch {int(epoch.numpy())} from {manager.latest_checkpoint}")
     train_step = make_train_step(strategy, stage.model, stage.objective, optimizer, global_batch_size)
+    if stage.inputs is not None and int(epoch.numpy()) < stage.epochs:
+        start = time.time()
+        train = data.Split(stage.inputs(train.images), train.labels)
+        log(f"[{stage.name}] inputs of {len(train)} training examples computed once ({time.time() - start:.1f} s)")
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs", stage.name))
     metrics: dict = {}
     while int(epoch.numpy()) < stage.epochs and not collapsed.numpy():

@@ -52,7 +52,8 @@ def internal_targets(d, y, num_classes: int):
 
 @dataclasses.dataclass
 class InternalObjective:
-    """Reconstruction plus a score term, with d = preprocess(x) (D(x), or x for the IM ablations):
+    """Reconstruction plus a score term, with d = preprocess(x) (D(x); x itself when preprocess is None: the IM
+    ablations' raw images, or D(x) cached before the stage, `Stage.inputs`):
 
       sum_i w_i * mean_pixels (F_i(d + n) - d * 1[y = i])^2 / sum_i w_i
       + score_weight * cross_entropy(softmax(score_temperature * P(d + n)), y)
@@ -65,7 +66,7 @@ class InternalObjective:
     """
 
     internal: keras.Model
-    preprocess: object  # callable x -> d, or None for the identity (IM ablations)
+    preprocess: object  # callable x -> d, or None for the identity
     noise_std: float
     own_class_weight: float
     warmup_steps: int
