@@ -249,14 +249,16 @@ def stages(cfg: TrainConfig, model: keras.Model, validation: data.Split) -> list
     # Plain training reads D(x) of the frozen denoiser, computed once before the stage instead of in every update
     # (the denoiser's forward was about 9 of an update's 62 ms; docs/robust-training.md, "Training speed").
     # Adversarial training attacks through D, so it needs the images themselves.
-    cached = model.denoiser is not None and cfg.attack() is None
+    attack = cfg.attack()
+    cached = model.denoiser is not None and attack is None
     objective = objectives.InternalObjective(model.internal, None if cached else model.denoiser, cfg.internal_noise,
                                              cfg.own_class_weight, warmup, cfg.score_weight, cfg.score_temperature,
                                              cfg.bi_fraction)
-    if cfg.attack() is not None:
-        objective = objectives.AdversarialInternalObjective(model, objective, cfg.attack(), cfg.adv_warmup_steps,
+    if attack is not None:
+        objective = objectives.AdversarialInternalObjective(model, objective, attack, cfg.adv_warmup_steps,
                                                             cfg.bi_fraction, cfg.adv_target)
-    denoised = (lambda images: predict.batched(tf.function(model.denoiser), images, cfg.batch_size)) if cached else None
+    denoise = tf.function(model.denoiser) if cached else None
+    inputs = (lambda images: predict.batched(denoise, images, cfg.batch_size)) if cached else None
     result.append(Stage("internal", model.internal, objective, cfg.epochs, cfg.learning_rate, val_accuracy,
-                        collapse, denoised))
+                        collapse, inputs))
     return result

@@ -93,9 +93,7 @@ def measure(cfg, stage_name: str | None, steps: int, data_dir: str | None) -> di
     optimizer = loop.make_optimizer(cfg.learning_rate, 10_000)
     optimizer.build(stage.model.trainable_variables)
     step = loop.make_train_step(strategy, stage.model, stage.objective, optimizer, cfg.batch_size)
-    train = dataset.train.take(8 * cfg.batch_size)
-    if stage.inputs is not None:  # what the stage reads instead of the images (D(x) for plain internal models)
-        train = data.Split(stage.inputs(train.images), train.labels)
+    train = stage.reads(dataset.train.take(8 * cfg.batch_size))  # D(x) for plain internal models
     batches = [(tf.constant(x), tf.constant(y)) for x, y in
                data.pipeline(train, cfg.batch_size, shuffle_seed=0, drop_remainder=True)]
     for x, y in batches[:5]:

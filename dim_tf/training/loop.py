@@ -35,6 +35,10 @@ class Stage:
     # denoiser's outputs, which the objective then reads instead of computing them in every update.
     inputs: Callable[[np.ndarray], np.ndarray] | None = None
 
+    def reads(self, split: data.Split) -> data.Split:
+        """What the objective reads of the training split `split`: its images mapped by `inputs`, if set."""
+        return split if self.inputs is None else data.Split(self.inputs(split.images), split.labels)
+
 
 def make_optimizer(learning_rate: float, total_steps: int) -> keras.optimizers.Optimizer:
     """Adam (fused: `FusedAdam`) with cosine decay to zero over `total_steps`; create inside the strategy's scope."""
@@ -102,7 +106,7 @@ def run_stage(stage: Stage, strategy: tf.distribute.Strategy, train: data.Split,
     train_step = make_train_step(strategy, stage.model, stage.objective, optimizer, global_batch_size)
     if stage.inputs is not None and int(epoch.numpy()) < stage.epochs:
         start = time.time()
-        train = data.Split(stage.inputs(train.images), train.labels)
+        train = stage.reads(train)
         log(f"[{stage.name}] inputs of {len(train)} training examples computed once ({time.time() - start:.1f} s)")
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs", stage.name))
     metrics: dict = {}
