@@ -99,6 +99,16 @@ def summary(result: dict, output: str) -> str:
             + ("; ZERO GRADIENT (gradient masking)" if result["zero_gradient"] else "") + f" -> {output}")
 
 
+def read_report(path: str, schema: str) -> dict | None:
+    """The JSON report at `path` when it is one of `schema`; None when it is missing, unreadable or another kind."""
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return report if isinstance(report, dict) and report.get("schema") == schema else None
+
+
 def protocol_numbers(model_dir: str, variant: str, exclude: str) -> list[dict]:
     """Accuracies at the paper's thresholds for this model dir and variant found in existing JSONs: `--suite paper`
     summaries (suite.json) and single-attack results (`python -m dim_tf.eval --attack ...`; a suite's per-attack

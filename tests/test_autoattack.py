@@ -79,6 +79,25 @@ def test_autoattack_breaks_the_undefended_cnn(tiny_dir, tiny_cnn, mnist, tmp_pat
     assert "AutoAttack" in (tmp_path / "aa" / "autoattack.md").read_text()
 
 
+def test_a_cascade_already_at_the_output_is_kept_for_the_same_weights_and_settings(tiny_dir, tmp_path, monkeypatch):
+    out = tmp_path / "aa.json"
+    config = AutoAttackConfig(model_dirs=(tiny_dir,), norms=(LINF,), num_examples=20, output=str(out), **QUICK)
+    autoattack.run_config(config, None, quiet)
+    first = json.loads(out.read_text())
+    attacked = []
+    real = cascade.evaluate
+    monkeypatch.setattr(cascade, "evaluate", lambda *a, **k: attacked.append(1) or real(*a, **k))
+    again = autoattack.run_config(config, None, quiet)["models"][0]["norms"]["linf"]
+    assert not attacked
+    kept = first["models"][0]["norms"]["linf"]
+    assert again["robust"] == kept["robust"] and again["attacks"] == kept["attacks"]
+    assert again["reused"]["written"] == first["written"]
+    assert "kept from the run" in (tmp_path / "aa.md").read_text()
+    autoattack.run_config(dataclasses.replace(config, seed=1), None, quiet)  # other settings: attacked again
+    assert attacked == [1]
+    assert "reused" not in json.loads(out.read_text())["models"][0]["norms"]["linf"]
+
+
 def test_bi_variant_goes_through_the_surrogate_and_counts_only_exact_misclassifications(cnn_dir, mnist, tmp_path):
     from dim_tf import registry
 

@@ -16,15 +16,17 @@ each norm also gives the adaptive accuracy, the per-sample worst case of the two
 other missed (`merge`).
 
 Output (`--output`, default MODEL_DIR/eval/autoattack/autoattack.json): the JSON (schema dim_tf.eval.autoattack/1)
-and autoattack.md beside it, both written atomically; no absolute path in either.
+and autoattack.md beside it, both written atomically; no absolute path in either. A cascade the report already at
+--output holds for the same weights and settings is kept, not attacked again (`reuse`): rerunning the command once
+an adaptive report exists only redoes the comparison.
 """
 
 from __future__ import annotations
 
 # One job per module: `settings` (what the suite accepts: AutoAttackConfig), `targets` (the model variant, its
 # surrogate, logits and fingerprint; the gradient check), `art_attacks` (ART's APGD and Square), `fab` (FAB-T),
-# `cascade` (the attacks in order, verified on the exact model), `merge` (the adaptive suite's report), `report`
-# (autoattack.md). This module runs them in order.
+# `cascade` (the attacks in order, verified on the exact model), `merge` (the adaptive suite's report), `reuse` (a
+# cascade already at --output), `report` (autoattack.md). This module runs them in order.
 
 import os
 import time
@@ -50,11 +52,15 @@ def run_config(config: AutoAttackConfig, argv=None, log=print) -> dict:
     JSON and the markdown report; returns the report (with each norm's `adversarials` kept in memory only)."""
     from dim_tf import data, model_dir as md
     from dim_tf.eval import results
-    from dim_tf.eval.suites.autoattack import cascade, merge, report as reporting, targets
+    from dim_tf.eval.suites.autoattack import cascade, merge, report as reporting, reuse, targets
 
     start = time.time()
     output = config.output_path()
     results.check_writable(output)
+    attacks = {name: {"source": cascade.ATTACKS[name][2], "params": params}
+               for name, params in cascade.parameters(config).items()}
+    kept = reuse.previous(output, SCHEMA, {"num_examples": config.num_examples, "seed": config.seed,
+                                           "budget": config.budget, "attacks": attacks, "art": _art_version()})
     jobs = []
     for model_dir in config.model_dirs:
         model, manifest = md.load(model_dir)
@@ -73,7 +79,13 @@ def run_config(config: AutoAttackConfig, argv=None, log=print) -> dict:
                  "variant_name": target.name, "surrogate": target.surrogate, "logit_scale": target.logit_scale,
                  "weights_fingerprint": target.fingerprint, "norms": {}}
         for norm in config.norms:
-            result = cascade.evaluate(target, test.images, test.labels, norm, config, log)
+            result = reuse.norm_result(kept, target, norm)
+            if result is None:
+                result = cascade.evaluate(target, test.images, test.labels, norm, config, log)
+            else:
+                log(f"{target.name} {norm.value}: the cascade on weights {target.fingerprint} is kept from "
+                    f"{results.shown_path(output)} (written {result['reused']['written']}): "
+                    f"{100 * result['accuracy']:.1f}%; only the comparison with the adaptive suite is redone")
             result["adaptive"] = merge.compare(norm, result, *matches[norm])
             entry["norms"][norm.value] = result
             entry["clean_accuracy"] = result["clean_accuracy"]
@@ -86,8 +98,7 @@ def run_config(config: AutoAttackConfig, argv=None, log=print) -> dict:
                                                               "count": config.num_examples},
               "seed": config.seed, "budget": config.budget, "norms": [n.value for n in config.norms],
               "thresholds": {n.value: config.eps(n) for n in config.norms},
-              "attacks": {name: {"source": cascade.ATTACKS[name][2], "params": params}
-                          for name, params in cascade.parameters(config).items()},
+              "attacks": attacks,
               "shims": SHIMS, "models": models, "seconds": seconds, "conventions": __doc__.strip(),
               "versions": {**md.library_versions(), "adversarial-robustness-toolbox": _art_version()},
               "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

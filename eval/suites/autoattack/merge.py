@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import os
 
 import numpy as np
 
+from dim_tf.eval import results
 from dim_tf.eval.suites.autoattack.settings import ADAPTIVE_SCHEMA
 from dim_tf.eval.threat import EvalError, ThreatModel
 
@@ -49,15 +49,6 @@ def candidates(model_dir: str) -> list[str]:
     return list(dict.fromkeys(p for pattern in patterns for p in sorted(glob.glob(pattern, recursive=True))))
 
 
-def _load(path: str) -> dict | None:
-    try:
-        with open(path) as f:
-            report = json.load(f)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return report if isinstance(report, dict) and report.get("schema") == ADAPTIVE_SCHEMA else None
-
-
 def _folder(path) -> str:
     return os.path.basename(os.path.normpath(str(path or "")))
 
@@ -68,7 +59,7 @@ def find(target, norm: ThreatModel, explicit: str | None) -> tuple[Match | None,
     paths = [explicit] if explicit else candidates(target.model_dir)
     unfingerprinted = []
     for path in paths:
-        report = _load(path)
+        report = results.read_report(path, ADAPTIVE_SCHEMA)
         if report is None:
             continue
         for entry in report.get("models") or []:
@@ -119,8 +110,6 @@ def combine(autoattack_robust, adaptive_robust_, autoattack_correct=None, adapti
 
 def compare(norm: ThreatModel, norm_result: dict, match: Match | None, note: str) -> dict:
     """The `adaptive` entry of a norm's result: the match (file, how, the adaptive run's images) and `combine`."""
-    from dim_tf.eval import results
-
     if match is None:
         return {"matched": False, "note": note}
     entry_norm = match.entry["norms"][norm.value]

@@ -62,7 +62,9 @@ def render(report: dict) -> str:
     for m in report["models"]:
         for norm, n in m["norms"].items():
             lines += [f"### {m['variant_name']} ({m['model']}) {NORM_LABELS[norm]} {n['eps']:g}: "
-                      f"{_pct(n['accuracy'])} (clean {_pct(n['clean_accuracy'])}), {n['seconds']:.0f}s", "",
+                      f"{_pct(n['accuracy'])} (clean {_pct(n['clean_accuracy'])}), {n['seconds']:.0f}s"
+                      + (f" (kept from the run written {n['reused']['written']}: `{n['reused']['command']}`)"
+                         if n.get("reused") else ""), "",
                       "| attack | attacked | broke | unverified | accuracy after | seconds |",
                       "|---|---|---|---|---|---|"]
             for r in n["attacks"]:
