@@ -98,7 +98,30 @@ def library_versions() -> dict:
             versions[name] = version(name.replace("_", "-"))
         except Exception:
             pass
+    commit = source_commit()
+    if commit:
+        versions["dim_tf_commit"] = commit
     return versions
+
+
+def source_commit() -> str | None:
+    """The git commit of the dim_tf source that runs ("+changes" when its tracked files differ from it); None outside
+    a git checkout. Why: a change of float arithmetic in training (70ae462: the internal models' layout and Adam's
+    fused kernel) gives the same command other weights, so a weights fingerprint is reproduced only by the code that
+    made it."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        def git(*args):
+            return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, timeout=10,
+                                  check=True).stdout.strip()
+
+        commit = git("rev-parse", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", "dim_tf", "eval", "export", "setup.py")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+changes" if changed else "") if commit else None
 
 
 def _check_writable(model_dir: str) -> None:

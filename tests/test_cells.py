@@ -107,7 +107,8 @@ def test_a_cell_is_extended_by_attacking_only_the_new_images(cnn_dir, tmp_path, 
 def test_a_changed_model_is_refused_with_one_line(cnn_dir, tmp_path, monkeypatch):
     cells.index.record(str(tmp_path / "cells"), "cnn", {
         "fingerprint": "0123456789abcdef", "model": "cnn", "columns": ["CNN", "biCNN"],
-        "training_command": "python -m dim_tf.train --model cnn --model_dir runs/cnn --epochs 6"})
+        "training_command": "python -m dim_tf.train --model cnn --model_dir runs/cnn --epochs 6",
+        "trained_at_commit": "70ae462"})
     monkeypatch.setattr("dim_tf.data.load", lambda *a, **k: pytest.fail("data loaded"))
     monkeypatch.setattr("dim_tf.eval.attack_run.run_attack", lambda *a, **k: pytest.fail("attack ran"))
     with pytest.raises(EvalError) as refused:
@@ -115,7 +116,7 @@ def test_a_changed_model_is_refused_with_one_line(cnn_dir, tmp_path, monkeypatch
     message = str(refused.value)
     assert "\n" not in message and message.startswith("model 'cnn' changed:")
     assert "0123456789abcdef" in message and "--model cnn --model_dir runs/cnn --epochs 6" in message
-    assert "another folder name" in message
+    assert "another folder name" in message and "at commit 70ae462" in message
     assert not (tmp_path / "out").exists() and os.listdir(tmp_path / "cells") == [cells.index.INDEX]
 
 

@@ -33,11 +33,23 @@ def test_dim_learns_on_a_real_mnist_subset(tmp_path, mnist_folder, mnist):
     assert manifest["test_accuracy"]["dim"] > 0.75, manifest["test_accuracy"]  # chance is 0.10
     assert manifest["test_accuracy"]["bidim"] > 0.4, manifest["test_accuracy"]  # measured 0.88 and 0.59
     assert {"tensorflow", "keras", "numpy"} <= set(manifest["versions"])
+    assert manifest["versions"].get("dim_tf_commit") == model_dir.source_commit()  # the code that made the weights
     assert set(manifest["stages"]) == {"denoiser", "internal"} and manifest["training_seconds"] > 0
     predicted = model(mnist.test.images[:500]).numpy().argmax(1)
     assert np.mean(predicted == mnist.test.labels[:500]) > 0.75
     assert os.listdir(tmp_path / "logs" / "internal")  # TensorBoard events
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+
+
+def test_the_code_that_trains_is_named_by_its_commit():
+    """A fingerprint is reproduced by the code that made it (70ae462 changed training's arithmetic), so results name
+    the commit; outside a git checkout there is none to name."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(model_dir.__file__)))
+    head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode:
+        pytest.skip("not a git checkout")
+    assert model_dir.source_commit().split("+")[0] == head.stdout.strip()
+    assert model_dir.library_versions()["dim_tf_commit"] == model_dir.source_commit()
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, mnist_folder):

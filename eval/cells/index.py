@@ -3,7 +3,9 @@ come from it: runs/cnn6 -> CNN, biCNN) to the fingerprint of the weights its cel
 its columns and the command that trains it again.
 
 A model dir given again with other weights is refused before any work (`check`): its columns would silently start
-over on another model. Training is deterministic here, so rerunning the recorded command restores the fingerprint.
+over on another model. Training is deterministic here, so rerunning the recorded command with the code that trained
+the model (`trained_at_commit`, from its manifest) restores the fingerprint; later code may not (70ae462 changed
+training's float arithmetic: every model trained before it got a new fingerprint when trained again after it).
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ def check(cells_dir: str, name: str, model_dir: str, fingerprint: str) -> None:
     if recorded is None or recorded["fingerprint"] == fingerprint:
         return
     retrain = recorded.get("training_command") or "the command that trained it"
+    commit = recorded.get("trained_at_commit")
+    code = f"at commit {commit} (a checkout of it)" if commit else "with the code that trained it"
     raise EvalError(
         f"model {name!r} changed: {model_dir} has weights fingerprint {fingerprint}, but "
         f"{os.path.join(cells_dir, INDEX)} records {name!r} (columns {', '.join(recorded.get('columns', []))}) with "
-        f"{recorded['fingerprint']}; retrain it with `{retrain}` (training is deterministic) to reuse its cells, or "
-        f"evaluate the new model under another folder name")
+        f"{recorded['fingerprint']}; retrain it {code} with `{retrain}` (training is deterministic) to reuse its "
+        f"cells, or evaluate the new model under another folder name")
 
 
 def record(cells_dir: str, name: str, entry: dict) -> None:

@@ -234,7 +234,8 @@ def index_entry(entry: ModelEntry) -> dict:
             "columns": [paper.COLUMNS[(name, v)] for v in VARIANTS[name]],
             "preset": (entry.manifest.get("config") or {}).get("preset"),
             "test_accuracy": entry.manifest.get("test_accuracy"),
-            "training_command": cells.index.training_command(entry.manifest, shown)}
+            "training_command": cells.index.training_command(entry.manifest, shown),
+            "trained_at_commit": (entry.manifest.get("versions") or {}).get("dim_tf_commit")}
 
 
 def summarize_column(col: dict, rows: list[paper.Row], outcomes: dict[str, aggregate.Outcome]) -> None:
