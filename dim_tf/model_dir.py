@@ -101,7 +101,27 @@ def library_versions() -> dict:
     commit = source_commit()
     if commit:
         versions["dim_tf_commit"] = commit
+    versions["cpu"] = cpu_kind()
     return versions
+
+
+def cpu_kind() -> str:
+    """The processor's name and the widest vector instructions oneDNN may pick kernels for (avx512f, avx2, or
+    neither). Why: the same command and commit trained bit-identical weights twice on one machine (a 1-epoch CNN,
+    b3d40d34b7572a1b both times), but a fingerprint from another session (runs/cnn6, 36c924ffcd953ef4) did not
+    come back even from its era's code, and nothing recorded the machine that made it."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = (part.strip() for part in line.partition(":"))
+                fields.setdefault(key, value)
+    except OSError:
+        pass
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    flags = fields.get("flags", "").split()
+    isa = next((i for i in ("avx512f", "avx2") if i in flags), None)
+    return f"{name} ({isa})" if isa else name
 
 
 def source_commit() -> str | None:

@@ -49,7 +49,8 @@ def test_the_code_that_trains_is_named_by_its_commit():
     if head.returncode:
         pytest.skip("not a git checkout")
     assert model_dir.source_commit().split("+")[0] == head.stdout.strip()
-    assert model_dir.library_versions()["dim_tf_commit"] == model_dir.source_commit()
+    versions = model_dir.library_versions()
+    assert versions["dim_tf_commit"] == model_dir.source_commit() and versions["cpu"]  # and the machine's kind
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, mnist_folder):
