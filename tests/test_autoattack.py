@@ -225,6 +225,11 @@ def test_adaptive_report_matched_by_fingerprint_or_path(tmp_path):
         merge.find(target, LINF, other)
     elsewhere = dataclasses.replace(target, model_dir=str(tmp_path / "elsewhere" / "dim"), fingerprint="zzz")
     assert merge.find(elsewhere, LINF, None)[0] is None
+    os.makedirs(tmp_path / "runs" / "dim" / "eval" / "older")
+    _adaptive_json(tmp_path / "runs" / "dim" / "eval" / "older" / "adaptive.json")  # records no fingerprint
+    match, note = merge.find(dataclasses.replace(target, fingerprint="new"), LINF, None)
+    assert match is None and "records no weights fingerprint" in note
+    assert not any(os.path.isabs(word.strip(",")) for word in note.split())  # the note goes into committed reports
 
 
 def test_dlr_loss_equals_arts():

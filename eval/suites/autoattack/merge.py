@@ -72,7 +72,7 @@ def find(target, norm: ThreatModel, explicit: str | None) -> tuple[Match | None,
                 if explicit:
                     return Match(path, report, entry, "path"), ("matched by path: named with --adaptive_report, "
                                                                 "it records no weights fingerprint")
-                unfingerprinted.append(path)
+                unfingerprinted.append(results.shown_path(path))
             elif recorded is not None and explicit and _folder(entry.get("model_dir")) == target.folder:
                 raise EvalError(f"--adaptive_report {path}: its {target.name} was made on weights {recorded}, but "
                                 f"{target.model_dir} now holds weights {target.fingerprint}: the model in "
