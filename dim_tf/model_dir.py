@@ -129,16 +129,15 @@ def source_commit() -> str | None:
     a git checkout. Why: a change of float arithmetic in training (70ae462: the internal models' layout and Adam's
     fused kernel) gives the same command other weights, so a weights fingerprint is reproduced only by the code that
     made it."""
+    import functools
     import subprocess
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    git = ["git", "-C", os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+    run = functools.partial(subprocess.run, capture_output=True, text=True, timeout=10, check=True)
     try:
-        def git(*args):
-            return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, timeout=10,
-                                  check=True).stdout.strip()
-
-        commit = git("rev-parse", "HEAD")
-        changed = git("status", "--porcelain", "--untracked-files=no", "--", "dim_tf", "eval", "export", "setup.py")
+        commit = run(git + ["rev-parse", "HEAD"]).stdout.strip()
+        changed = run(git + ["status", "--porcelain", "--untracked-files=no", "--", "dim_tf", "eval", "export",
+                             "setup.py"]).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+changes" if changed else "") if commit else None

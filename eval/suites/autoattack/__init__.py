@@ -52,15 +52,16 @@ def run_config(config: AutoAttackConfig, argv=None, log=print) -> dict:
     JSON and the markdown report; returns the report (with each norm's `adversarials` kept in memory only)."""
     from dim_tf import data, model_dir as md
     from dim_tf.eval import results
-    from dim_tf.eval.suites.autoattack import cascade, merge, report as reporting, reuse, targets
+    from dim_tf.eval.suites.autoattack import art_attacks, cascade, merge, report as reporting, reuse, targets
 
     start = time.time()
     output = config.output_path()
     results.check_writable(output)
     attacks = {name: {"source": cascade.ATTACKS[name][2], "params": params}
                for name, params in cascade.parameters(config).items()}
+    versions = {**md.library_versions(), art_attacks.PACKAGE: _art_version()}
     kept = reuse.previous(output, SCHEMA, {"num_examples": config.num_examples, "seed": config.seed,
-                                           "budget": config.budget, "attacks": attacks, "art": _art_version()})
+                                           "budget": config.budget, "attacks": attacks}, versions[art_attacks.PACKAGE])
     jobs = []
     for model_dir in config.model_dirs:
         model, manifest = md.load(model_dir)
@@ -100,7 +101,7 @@ def run_config(config: AutoAttackConfig, argv=None, log=print) -> dict:
               "thresholds": {n.value: config.eps(n) for n in config.norms},
               "attacks": attacks,
               "shims": SHIMS, "models": models, "seconds": seconds, "conventions": __doc__.strip(),
-              "versions": {**md.library_versions(), "adversarial-robustness-toolbox": _art_version()},
+              "versions": versions,
               "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     stored = {**report, "models": [{**m, "norms": {k: {f: v for f, v in n.items() if f != "adversarials"}
                                                    for k, n in m["norms"].items()}} for m in models]}
@@ -116,4 +117,6 @@ def run_config(config: AutoAttackConfig, argv=None, log=print) -> dict:
 def _art_version() -> str:
     from importlib.metadata import version
 
-    return version("adversarial-robustness-toolbox")
+    from dim_tf.eval.suites.autoattack.art_attacks import PACKAGE
+
+    return version(PACKAGE)

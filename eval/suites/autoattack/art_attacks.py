@@ -17,6 +17,7 @@ import numpy as np
 
 from dim_tf.eval.threat import EvalError, ThreatModel
 
+PACKAGE = "adversarial-robustness-toolbox"  # its distribution name: the key of its version in reports
 ART_VERSION = "1.20.1"
 INSTALL = 'pip install -e ".[autoattack]"'
 NUM_CLASSES = 10
@@ -25,7 +26,7 @@ NUM_CLASSES = 10
 def require_art() -> None:
     """`EvalError` naming the extra to install when ART is missing (checked before the model or data is loaded)."""
     if importlib.util.find_spec("art") is None:
-        raise EvalError(f"--suite autoattack needs ART (adversarial-robustness-toolbox=={ART_VERSION}), which is "
+        raise EvalError(f"--suite autoattack needs ART ({PACKAGE}=={ART_VERSION}), which is "
                         f"not installed: {INSTALL}")
 
 
@@ -143,7 +144,7 @@ def _square_class():
     source = textwrap.dedent(inspect.getsource(square_attack.SquareAttack.generate))
     if source.count(SQUARE_BUG) != 1:
         raise RuntimeError(f"ART's SquareAttack is not the {ART_VERSION} source the L2 shim patches; install "
-                           f"adversarial-robustness-toolbox=={ART_VERSION} ({INSTALL})")
+                           f"{PACKAGE}=={ART_VERSION} ({INSTALL})")
     namespace = dict(vars(square_attack))
     exec(compile(source.replace(SQUARE_BUG, SQUARE_FIX), square_attack.__file__, "exec"), namespace)  # noqa: S102
     return type("SquareAttackL2Fixed", (square_attack.SquareAttack,), {"generate": namespace["generate"]})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dim_tf.eval.suites.autoattack.art_attacks import PACKAGE
+
 NORM_LABELS = {"linf": "L-inf", "l2": "L2"}
 
 
@@ -80,6 +82,6 @@ def render(report: dict) -> str:
     for shim in report["shims"]:
         lines.append(f"- shim: {shim}")
     seconds = ", ".join(f"{k} {v:.0f}s" for k, v in report["seconds"].items())
-    lines += ["", f"Seconds: {seconds}. ART {report['versions'].get('adversarial-robustness-toolbox', '?')}.",
+    lines += ["", f"Seconds: {seconds}. ART {report['versions'].get(PACKAGE, '?')}.",
               f"Command: `{report['command']}`", ""]
     return "\n".join(lines)

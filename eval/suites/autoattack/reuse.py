@@ -10,20 +10,17 @@ writes what a fresh run writes.
 from __future__ import annotations
 
 from dim_tf.eval import results
+from dim_tf.eval.suites.autoattack.art_attacks import PACKAGE
 from dim_tf.eval.threat import ThreatModel
 
-ART = "adversarial-robustness-toolbox"
 
-
-def previous(path: str, schema: str, settings: dict) -> dict | None:
-    """The report at `path` when it is a report of `schema` made with `settings` (the keys it must hold equal:
-    images, seed, budget, attacks and their parameters, ART's version); else None."""
+def previous(path: str, schema: str, settings: dict, art_version: str) -> dict | None:
+    """The report at `path` when it is a report of `schema` whose keys in `settings` (images, seed, budget, attacks
+    and their parameters) hold the same values and that ART `art_version` made; else None."""
     report = results.read_report(path, schema)
-    if report is None:
+    if report is None or (report.get("versions") or {}).get(PACKAGE) != art_version:
         return None
-    versions = report.get("versions") or {}
-    same = all(report.get(k) == v for k, v in settings.items() if k != "art") and versions.get(ART) == settings["art"]
-    return report if same else None
+    return report if all(report.get(k) == v for k, v in settings.items()) else None
 
 
 def norm_result(report: dict | None, target, norm: ThreatModel) -> dict | None:
