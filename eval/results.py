@@ -15,7 +15,7 @@ import json
 import os
 import time
 
-from dim_tf.eval.threat import EvalError
+from dim_tf.eval.threat import EvalError, ThreatModel
 from dim_tf.shown_paths import shown_path, shown_source
 
 SCHEMA = "dim_tf.eval.result/1"
@@ -97,6 +97,27 @@ def summary(result: dict, output: str) -> str:
             f"accuracy {result['clean_accuracy']:.4f}; robust accuracy {robust}; {result['seconds']:.1f}s; "
             f"{result['forward_passes']} forward / {result['backward_passes']} backward passes"
             + ("; ZERO GRADIENT (gradient masking)" if result["zero_gradient"] else "") + f" -> {output}")
+
+
+def write_report(path: str, report: dict, render) -> str:
+    """Writes a suite's `report` as JSON at `path` and beside it (same name, .md) the markdown `render` makes of the
+    JSON as written: its keys come back sorted, so rendering a committed JSON again gives its .md line for line.
+    Returns the markdown's path."""
+    from dim_tf import model_dir as md
+
+    md.write_json(path, report)
+    with open(path) as f:
+        written = json.load(f)
+    markdown = os.path.splitext(path)[0] + ".md"
+    with md.atomic_path(markdown, ".md") as tmp, open(tmp, "w") as f:
+        f.write(render(written))
+    return markdown
+
+
+def by_threat_model(norms: dict) -> list:
+    """(norm, value) pairs of a report's per-norm dict in ThreatModel order (L-inf first), not the JSON's sorted one."""
+    order = [t.value for t in ThreatModel]
+    return sorted(norms.items(), key=lambda item: order.index(item[0]))
 
 
 def read_report(path: str, schema: str) -> dict | None:

@@ -3,6 +3,7 @@ surrogate and only what the exact model misclassifies counts; the worst case wit
 shims; bad input refused before any work."""
 
 import dataclasses
+import glob
 import json
 import os
 import subprocess
@@ -11,11 +12,12 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import eval_settings, save_model_dir
+from conftest import REPO, eval_settings, save_model_dir
 from dim_tf import model_dir as md
 from dim_tf.eval.suites import autoattack
 from dim_tf.eval.attacks import fab
-from dim_tf.eval.suites.autoattack import art_attacks, cascade, merge, targets
+from dim_tf.eval.suites.adaptive import report as adaptive_md
+from dim_tf.eval.suites.autoattack import art_attacks, cascade, merge, report as report_md, targets
 from dim_tf.eval.suites.autoattack.settings import AutoAttackConfig
 from dim_tf.eval.threat import TOLERANCE, EvalError, ThreatModel
 
@@ -77,6 +79,18 @@ def test_autoattack_breaks_the_undefended_cnn(tiny_dir, tiny_cnn, mnist, tmp_pat
     text = out.read_text() + (tmp_path / "aa" / "autoattack.md").read_text()
     assert str(tmp_path) not in text and '"/' not in out.read_text()  # no absolute paths
     assert "AutoAttack" in (tmp_path / "aa" / "autoattack.md").read_text()
+    assert (tmp_path / "aa" / "autoattack.md").read_text() == report_md.render(stored)  # the JSON re-renders the .md
+
+
+@pytest.mark.parametrize("suite", ["adaptive", "autoattack"])
+def test_committed_suite_reports_are_their_json_rendered(suite):
+    """Each committed report's .md is what its JSON renders to now, so it can be made again from the JSON alone."""
+    render = {"adaptive": adaptive_md.render, "autoattack": report_md.render}[suite]
+    paths = sorted(glob.glob(os.path.join(REPO, "eval", "results", f"{suite}*.json")))
+    assert paths
+    for path in paths:
+        with open(path) as f, open(os.path.splitext(path)[0] + ".md") as g:
+            assert render(json.load(f)) == g.read(), path
 
 
 def test_a_cascade_already_at_the_output_is_kept_for_the_same_weights_and_settings(tiny_dir, tmp_path, monkeypatch):

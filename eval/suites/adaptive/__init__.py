@@ -152,9 +152,7 @@ def run(settings: EvalSettings, argv=None, log=print) -> dict:
               "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     for m in report["models"]:
         m["sanity"] = [c.to_json() for c in m["sanity"]]
-    md.write_json(os.path.join(out_dir, "adaptive.json"), report)
-    with md.atomic_path(os.path.join(out_dir, "adaptive.md"), ".md") as tmp, open(tmp, "w") as f:
-        f.write(reporting.render(report))
+    results.write_report(os.path.join(out_dir, "adaptive.json"), report, reporting.render)
     log("sanity checks:")
     for c in checks:
         log("  " + c.line())

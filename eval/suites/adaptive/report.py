@@ -1,7 +1,9 @@
-"""The adaptive suite's Markdown report (`adaptive.md`, from the report dict that is also `adaptive.json`) and its
+"""The adaptive suite's Markdown report (`adaptive.md`, rendered from `adaptive.json` as written) and its
 verdicts against the published reference points."""
 
 from __future__ import annotations
+
+from dim_tf.eval.results import by_threat_model
 
 # Published reference points at L-inf 0.3 (Schott et al. 2019, "Towards the first adversarially robust neural network
 # model on MNIST", their accuracy-vs-eps curves).
@@ -61,7 +63,7 @@ def render(report: dict) -> str:
         lines += ["", f"## {m['variant_name']}" + (" (random at test time: EOT over "
                                                      f"{m['eot_samples']} draws)" if m["stochastic"] else
                                                      " (deterministic at test time: no EOT needed)"), ""]
-        for norm, n in m["norms"].items():
+        for norm, n in by_threat_model(m["norms"]):
             lines += [f"### {norm} {n['eps']:g}: worst case {_pct(n['accuracy'])} (cascade at {n['eps']:g}: "
                       f"{_pct(n['cascade_accuracy'])}), median distance "
                       f"{_dist(n['median_distance'])}" + (f", accuracy at {n['probe_eps']:g}: "

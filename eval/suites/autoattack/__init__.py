@@ -105,10 +105,7 @@ def run_config(config: AutoAttackConfig, argv=None, log=print) -> dict:
               "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     stored = {**report, "models": [{**m, "norms": {k: {f: v for f, v in n.items() if f != "adversarials"}
                                                    for k, n in m["norms"].items()}} for m in models]}
-    md.write_json(output, stored)
-    markdown = os.path.splitext(output)[0] + ".md"
-    with md.atomic_path(markdown, ".md") as tmp, open(tmp, "w") as f:
-        f.write(reporting.render(stored))
+    markdown = results.write_report(output, stored, reporting.render)
     log("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
     log(f"autoattack suite -> {results.shown_path(output)}, {os.path.basename(markdown)}")
     return report

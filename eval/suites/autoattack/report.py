@@ -1,7 +1,8 @@
-"""The AutoAttack suite's Markdown report (`autoattack.md`, from the dict that is also `autoattack.json`)."""
+"""The AutoAttack suite's Markdown report (`autoattack.md`, rendered from `autoattack.json` as written)."""
 
 from __future__ import annotations
 
+from dim_tf.eval.results import by_threat_model
 from dim_tf.eval.suites.autoattack.art_attacks import PACKAGE
 
 NORM_LABELS = {"linf": "L-inf", "l2": "L2"}
@@ -46,7 +47,7 @@ def render(report: dict) -> str:
         lines.append("| " + " | ".join(cells + [f"{m['seconds']:.0f}", f"{per_image:.2f}"]) + " |")
     lines += ["", "## Beside the adaptive suite", ""]
     for m in report["models"]:
-        for norm, n in m["norms"].items():
+        for norm, n in by_threat_model(m["norms"]):
             a = n.get("adaptive") or {}
             subject = f"{m['variant_name']} ({m['model']}) {NORM_LABELS[norm]}"
             if not a.get("matched"):
@@ -62,7 +63,7 @@ def render(report: dict) -> str:
                    f"; WARNING: the clean predictions agree on only {_pct(a['clean_agreement'])} of the images"))
     lines += ["", "## Per attack", ""]
     for m in report["models"]:
-        for norm, n in m["norms"].items():
+        for norm, n in by_threat_model(m["norms"]):
             lines += [f"### {m['variant_name']} ({m['model']}) {NORM_LABELS[norm]} {n['eps']:g}: "
                       f"{_pct(n['accuracy'])} (clean {_pct(n['clean_accuracy'])}), {n['seconds']:.0f}s"
                       + (f" (kept from the run written {n['reused']['written']}: `{n['reused']['command']}`)"
