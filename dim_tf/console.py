@@ -1,4 +1,5 @@
-"""What the `python -m dim_tf....` programs share: a quiet start, `--help` that exits 0, Ctrl-C as one line.
+"""What the `python -m dim_tf....` programs share: a quiet start, `--help` that exits 0, Ctrl-C as one line, bad
+input refused in one line (`refuse`) while a library's failure mid-run keeps its traceback.
 
 A quiet start: TensorFlow prints its C++ start-up notes (absl's "before InitializeLog" banner, CUDA probing on a
 machine without GPUs, oneDNN and CPU-feature notes) at import, whatever TF_CPP_MIN_LOG_LEVEL says, and LiteRT
@@ -12,6 +13,7 @@ filtering off. No TensorFlow import here: `dim_tf.lite` uses this module.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
 import sys
@@ -101,3 +103,33 @@ def run(main) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def _project_folders() -> tuple[str, ...]:
+    """The folders of this project's packages (dim_tf and its eval and export, wherever they are installed)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    found = [importlib.util.find_spec(name) for name in ("dim_tf.eval", "dim_tf.export")]
+    return (here, *(os.path.dirname(spec.origin) for spec in found if spec and spec.origin))
+
+
+def raised_here(error: BaseException) -> bool:
+    """Whether `error` was raised by this project's own code (a refusal: bad flags, a wrong model dir, ...) rather than
+    inside TensorFlow, Keras, NumPy or another library."""
+    tb = error.__traceback__
+    if tb is None:
+        return True
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    path = os.path.abspath(tb.tb_frame.f_code.co_filename)
+    return any(path.startswith(folder + os.sep) for folder in _project_folders())
+
+
+def refuse(error: Exception) -> int:
+    """Call in the `except` of a program's main: bad input that this project's code refused becomes its one
+    `error: ...` line on stderr and exit code 2. A ValueError raised inside a library (e.g. TensorFlow failing while
+    it traces an attack, an hour into a suite) is raised again with its traceback, which is what locates it: as one
+    line it read `error: in user code:` and named nothing."""
+    if isinstance(error, ValueError) and not raised_here(error):
+        raise error
+    print(f"error: {error}", file=sys.stderr)
+    return 2

@@ -354,8 +354,7 @@ def main(argv=None) -> int:
                 images = [x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x for x in images]
             pred = bundle.predict(np.stack(images))
         except (ValueError, ImportError) as e:  # BundleError, InputError/ImageError, a missing runtime
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+            return console.refuse(e)
     for path, label, name, scores in zip(args.images, pred.labels, pred.names, pred.scores):
         if args.json:
             print(json.dumps({"image": path, "label": int(label), "name": name,

@@ -16,6 +16,7 @@ import time
 
 from absl import flags
 
+from dim_tf import console
 from dim_tf.distribute import STRATEGIES
 
 FLAGS = flags.FLAGS
@@ -170,8 +171,7 @@ def main(argv) -> int:
         cfg = settings(FLAGS.model_dir, cfg, {f.name for f in dataclasses.fields(cfg) if f.name in FLAGS and FLAGS[f.name].present})
         train(cfg, FLAGS.model_dir, FLAGS.data_dir, distribute.strategy_from_flag(FLAGS.strategy))
     except ValueError as e:  # DataError, ModelDirError, bad flags: one clear line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return console.refuse(e)
     except KeyboardInterrupt:
         print(interrupted(FLAGS.model_dir), file=sys.stderr)
         return 130
@@ -179,7 +179,5 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    from dim_tf import console
-
     define_flags()
     console.run(main)

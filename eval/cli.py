@@ -15,6 +15,7 @@ import sys
 
 from absl import flags
 
+from dim_tf import console
 from dim_tf.eval.settings import EvalSettings
 
 FLAGS = flags.FLAGS
@@ -111,6 +112,5 @@ def main(argv) -> int:
 
             single.run(settings, argv=sys.argv)
     except ValueError as e:  # EvalError, ModelDirError, DataError, InputError: one clear line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return console.refuse(e)
     return 0

@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 
+from dim_tf import console
 from dim_tf.eval import aggregate, paper_numbers as paper
 from dim_tf.eval.threat import EvalError
 
@@ -248,8 +249,7 @@ def main(argv) -> int:
             written += model_pictures(model, test, out, os.path.basename(os.path.normpath(opts.model_dir)),
                                       opts.tsne_examples, opts.digits, opts.seed)
     except ValueError as e:  # EvalError, ModelDirError, DataError
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return console.refuse(e)
     for path in written:
         print(f"picture -> {path}")
     return 0
@@ -268,7 +268,5 @@ def define_flags() -> None:
 
 
 if __name__ == "__main__":
-    from dim_tf import console
-
     define_flags()
     console.run(main)

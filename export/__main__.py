@@ -12,6 +12,8 @@ import sys
 
 from absl import flags
 
+from dim_tf import console
+
 FLAGS = flags.FLAGS
 
 
@@ -54,8 +56,7 @@ def main(argv) -> int:
                                 ex.Checks(FLAGS.max_accuracy_drop, FLAGS.min_agreement), FLAGS.overwrite,
                                 views=FLAGS.views)
     except ValueError as e:  # ExportError, ModelDirError, DataError: the reason, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return console.refuse(e)
     acc = meta["accuracy"]
     sizes = ", ".join(f"{k} {v['bytes'] / 1e6:.2f} MB" for k, v in meta["files"].items() if k.endswith(".tflite"))
     quantized = "float32" if meta["quantize"] == "none" else meta["quantize"]
@@ -68,8 +69,6 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    from dim_tf import console
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     define_flags()
     console.run(main)

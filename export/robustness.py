@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from dim_tf import lite
+from dim_tf import console, lite
 from dim_tf.shown_paths import shown_path, shown_source
 from dim_tf.eval.paper_numbers import THRESHOLDS
 
@@ -304,8 +304,7 @@ def main(argv) -> int:
                                batch_size=f.batch_size, seed=f.seed, threads=f.threads, data_dir=f.data_dir,
                                progress=f.progress)
     except (ValueError, ImportError) as e:  # EvalError, BundleError, ModelDirError, DataError, a missing runtime
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return console.refuse(e)
     from dim_tf import model_dir as md
 
     result["command"] = results.command(sys.argv, "python -m dim_tf.export.robustness")
@@ -322,7 +321,6 @@ def main(argv) -> int:
 if __name__ == "__main__":
     from absl import logging
 
-    from dim_tf import console
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.set_verbosity(logging.WARNING)

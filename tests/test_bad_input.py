@@ -282,3 +282,24 @@ def test_lite_prints_no_xnnpack_line(tmp_path, tiny_bundle):
 def test_help_exits_0():
     proc = run("dim_tf.benchmark", "--help")
     assert proc.returncode == 0 and "--model_dirs" in proc.stdout and proc.stderr == "", proc.stderr
+
+
+def test_a_refusal_is_one_line_and_a_library_failure_keeps_its_traceback(capsys):
+    """`console.refuse`: an error this project raises is its one `error:` line (exit code 2); a ValueError raised
+    inside a library while working (here json's, like TensorFlow's `in user code:` an hour into a suite) is raised
+    again, traceback and all, instead of being shown as a line that names nothing."""
+    from dim_tf import console
+    from dim_tf.eval.threat import ThreatModel
+
+    try:
+        ThreatModel.parse("l3")
+    except ValueError as e:
+        assert console.refuse(e) == 2
+        line = f"error: {e}\n"
+    assert capsys.readouterr().err == line and "l3" in line
+    with pytest.raises(json.JSONDecodeError) as raised:
+        try:
+            json.loads("{")
+        except ValueError as e:
+            console.refuse(e)
+    assert "json" in raised.traceback[-1].path.parts and capsys.readouterr().err == ""

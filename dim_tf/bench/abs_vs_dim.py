@@ -19,6 +19,8 @@ import time
 import numpy as np
 from absl import flags
 
+from dim_tf import console
+
 FLAGS = flags.FLAGS
 
 
@@ -119,8 +121,7 @@ def main(argv) -> int:
         result = run(FLAGS.abs_dir, FLAGS.dim_dir, FLAGS.data_dir, FLAGS.single_images, FLAGS.batch_images,
                      FLAGS.batch_size, FLAGS.abs_samples, FLAGS.abs_steps, FLAGS.bundle)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return console.refuse(e)
     a, d, r = result["abs"], result["dim"], result["dim_faster_by"]
     print("| model | per image, batch 1 (median) | batched images/s | accuracy on the single images |")
     print("|---|---|---|---|")
@@ -143,7 +144,5 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    from dim_tf import console
-
     define_flags()
     console.run(main)

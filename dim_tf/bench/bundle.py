@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from dim_tf import lite
+from dim_tf import console, lite
 
 MIN_RUNS = 200
 
@@ -103,14 +103,11 @@ def main(argv) -> int:
     try:
         benchmark(f.bundle, f.model_dir, f.runs, f.warmup, f.threads)
     except (ValueError, ImportError) as e:  # BundleError, ModelDirError, a missing runtime
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return console.refuse(e)
     return 0
 
 
 if __name__ == "__main__":
-    from dim_tf import console
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     define_flags()
     console.run(main)

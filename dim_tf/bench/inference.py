@@ -13,6 +13,8 @@ import time
 
 from absl import flags
 
+from dim_tf import console
+
 FLAGS = flags.FLAGS
 
 
@@ -119,8 +121,7 @@ def main(argv) -> int:
         peak = matmul_peak_gflops()
         rows = [benchmark_dir(d, dataset, FLAGS.batch_size, peak) for d in FLAGS.model_dirs]
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return console.refuse(e)
     print(f"fp32 matmul peak (2048x2048): {peak:.1f} GFLOP/s")
     print("| model | test accuracy | training s | images/s | MFLOP/image | % of peak |")
     print("|---|---|---|---|---|---|")
@@ -134,7 +135,5 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    from dim_tf import console
-
     define_flags()
     console.run(main)

@@ -14,6 +14,8 @@ import time
 
 from absl import flags
 
+from dim_tf import console
+
 FLAGS = flags.FLAGS
 
 
@@ -119,8 +121,7 @@ def main(argv) -> int:
                                    batch_size=FLAGS.batch_size, adv_monitor_examples=0)
         row = measure(cfg, FLAGS.stage, FLAGS.steps, FLAGS.data_dir)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return console.refuse(e)
     peak = matmul_peak_gflops()
     achieved = row["images_per_second"] * row["flops_per_image"] / 1e9
     print(f"{cfg.model} stage {row['stage']}, adversarial {cfg.attack_method}, batch {cfg.batch_size}: "
@@ -131,7 +132,5 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    from dim_tf import console
-
     define_flags()
     console.run(main)
