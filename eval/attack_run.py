@@ -13,13 +13,13 @@ from __future__ import annotations
 import math
 import sys
 import time
-import weakref
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from dim_tf.eval import attacks as attack_table
+from dim_tf.eval.compiled import compiled
 from dim_tf.eval.replicas import SplitOverReplicas, split_model
 from dim_tf.eval.threat import TOLERANCE, EvalError, ThreatModel, parse_eps_list, project
 from dim_tf.eval.results import SCHEMA
@@ -121,20 +121,8 @@ def _median(values) -> float | None:
     return float(np.median(values)) if len(values) else None
 
 
-# One compiled classifier per model: a suite calls run_attack once per attack row and eps (dozens of times per model),
-# and a new tf.function in every call traced the model again each time (TensorFlow's retracing warning all through
-# the suites' logs).
-_classifiers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _classifier(model):
-    """The argmax of `model`'s logits as a tf.function, made once per model (held weakly: it goes with the model)."""
-    classify = _classifiers.get(model)
-    if classify is None:
-        ref = weakref.ref(model)
-        classify = _classifiers[model] = tf.function(
-            lambda batch: tf.argmax(ref()(batch), axis=1, output_type=tf.int32), reduce_retracing=True)
-    return classify
+def _labels(model, batch):
+    return tf.argmax(model(batch), axis=1, output_type=tf.int32)
 
 
 def run_attack(model, images, labels, attack, norm, eps_list=None, *, batch_size: int = 250, seed: int = 0,
@@ -169,7 +157,7 @@ def run_attack(model, images, labels, attack, norm, eps_list=None, *, batch_size
     model = split_model(model, strategy)  # each batch spread over the strategy's local replicas (if several)
     counter = CountingModel(model)  # its variables are made outside the strategy's scope (plain counters)
     with strategy.scope():
-        classify = _classifier(model)
+        classify = compiled(model, _labels)
 
         def predict(images_: np.ndarray) -> np.ndarray:
             return batched(classify, images_, batch_size) if len(images_) else np.zeros(0, int)

@@ -16,12 +16,12 @@ example with no start at all unchanged (nothing found).
 from __future__ import annotations
 
 import warnings
-import weakref
 from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
+from dim_tf.eval.compiled import compiled
 from dim_tf.eval.foolbox_compat import eagerpy as ep
 from dim_tf.eval.foolbox_compat import foolbox as fb
 from dim_tf.eval.threat import ThreatModel
@@ -29,24 +29,10 @@ from dim_tf.eval.threat import ThreatModel
 BOUNDS = (0.0, 1.0)
 SOURCE = "foolbox 3.3.4"
 
-# One tf.function per model_fn: foolbox calls the model thousands of times per batch, eagerly Keras is ~2x slower.
-_compiled: "weakref.WeakKeyDictionary[Callable, Callable]" = weakref.WeakKeyDictionary()
-
-
-def _compiled_fn(model_fn: Callable) -> Callable:
-    try:
-        compiled = _compiled.get(model_fn)
-        if compiled is None:
-            compiled = _compiled[model_fn] = tf.function(model_fn, reduce_retracing=True)
-    except TypeError:  # not weak-referenceable: compile for this call only
-        compiled = tf.function(model_fn, reduce_retracing=True)
-    return compiled
-
-
 def model(model_fn: Callable) -> fb.models.TensorFlowModel:
     """`model_fn` as a foolbox model with bounds (0, 1) (its calls compiled by tf.function, once per model_fn)."""
     device = "/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0"
-    return fb.models.TensorFlowModel(_compiled_fn(model_fn), bounds=BOUNDS, device=device)
+    return fb.models.TensorFlowModel(compiled(model_fn), bounds=BOUNDS, device=device)
 
 
 def _tensor(a, dtype) -> ep.Tensor:
@@ -56,8 +42,8 @@ def _tensor(a, dtype) -> ep.Tensor:
 def numpy_model(model_fn: Callable) -> fb.models.NumPyModel:
     """`model_fn` as a foolbox model on NumPy arrays (cast to float32; bounds (0, 1)), for attacks that need no
     gradient."""
-    compiled = _compiled_fn(model_fn)
-    return fb.models.NumPyModel(lambda a: compiled(tf.constant(a, tf.float32)).numpy(), bounds=BOUNDS,
+    function = compiled(model_fn)
+    return fb.models.NumPyModel(lambda a: function(tf.constant(a, tf.float32)).numpy(), bounds=BOUNDS,
                                 data_format="channels_last")
 
 
