@@ -112,7 +112,7 @@ def _project_folders() -> tuple[str, ...]:
     return (here, *(os.path.dirname(spec.origin) for spec in found if spec and spec.origin))
 
 
-def raised_here(error: BaseException) -> bool:
+def _raised_here(error: BaseException) -> bool:
     """Whether `error` was raised by this project's own code (a refusal: bad flags, a wrong model dir, ...) rather than
     inside TensorFlow, Keras, NumPy or another library."""
     tb = error.__traceback__
@@ -129,7 +129,7 @@ def refuse(error: Exception) -> int:
     `error: ...` line on stderr and exit code 2. A ValueError raised inside a library (e.g. TensorFlow failing while
     it traces an attack, an hour into a suite) is raised again with its traceback, which is what locates it: as one
     line it read `error: in user code:` and named nothing."""
-    if isinstance(error, ValueError) and not raised_here(error):
+    if isinstance(error, ValueError) and not _raised_here(error):
         raise error
     print(f"error: {error}", file=sys.stderr)
     return 2

@@ -8,7 +8,6 @@ nothing is left behind. Exit code 2 with a one-line reason (or the verification 
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import flags
 

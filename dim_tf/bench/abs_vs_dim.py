@@ -13,7 +13,6 @@ its int8 TFLite model, batch 1, one thread, on the same single images.
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 
 import numpy as np

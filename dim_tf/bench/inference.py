@@ -8,7 +8,6 @@ peak (a 2048x2048 tf.matmul, measured in the same run) that the throughput reach
 from __future__ import annotations
 
 import math
-import sys
 import time
 
 from absl import flags

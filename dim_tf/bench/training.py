@@ -9,7 +9,6 @@ measured in the same run) that the throughput reaches.
 
 from __future__ import annotations
 
-import sys
 import time
 
 from absl import flags
