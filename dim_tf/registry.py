@@ -55,6 +55,7 @@ class TrainConfig:
     adv_step_size: float | None = None  # None: adversarial.default_step_size
     adv_warmup_steps: int = 150
     adv_target: str = "clean"  # DIM family: what the internal models reconstruct from D(x_adv)
+    adv_denoiser_weight: float = 0.0  # DIM family with D: > 0 trains D too, end to end (objectives, "denoiser_weight")
     adv_monitor_examples: int = 500  # validation images of the per-epoch PGD probe (collapse detector)
     adv_monitor_steps: int = 10
     adv_collapse_drop: float = 0.2
@@ -88,6 +89,13 @@ class TrainConfig:
             raise ValueError(f"--adv_step_size must lie in (0, 1], got {self.adv_step_size}")
         if self.adv_target not in ("clean", "adversarial"):
             raise ValueError(f"--adv_target must be clean or adversarial, got {self.adv_target!r}")
+        if self.adv_denoiser_weight < 0:
+            raise ValueError(f"--adv_denoiser_weight must be >= 0, got {self.adv_denoiser_weight}")
+        has_denoiser = DIM_FAMILY.get(self.model, (False,))[0]
+        if self.adv_denoiser_weight > 0 and (self.attack_method == "none" or not has_denoiser):
+            raise ValueError("--adv_denoiser_weight trains the denoiser adversarially: it needs --adversarial pgd or "
+                             f"fgsm_rs and a model with a denoiser (dim, dn_single_im), got --model {self.model} "
+                             f"--adversarial {self.attack_method}")
         if self.adv_monitor_examples < 0 or not 0 < self.adv_collapse_drop <= 1:
             raise ValueError("--adv_monitor_examples must be >= 0 and --adv_collapse_drop in (0, 1]")
         if self.binarized_fraction is not None and not 0 <= self.binarized_fraction <= 1:
@@ -256,9 +264,9 @@ def stages(cfg: TrainConfig, model: keras.Model, validation: data.Split) -> list
                                              cfg.bi_fraction)
     if attack is not None:
         objective = objectives.AdversarialInternalObjective(model, objective, attack, cfg.adv_warmup_steps,
-                                                            cfg.bi_fraction, cfg.adv_target)
+                                                            cfg.bi_fraction, cfg.adv_target, cfg.adv_denoiser_weight)
     denoise = tf.function(model.denoiser) if cached else None
     inputs = (lambda images: predict.batched(denoise, images, cfg.batch_size)) if cached else None
-    result.append(Stage("internal", model.internal, objective, cfg.epochs, cfg.learning_rate, val_accuracy,
-                        collapse, inputs))
+    trains = objective.trains if attack is not None else model.internal
+    result.append(Stage("internal", trains, objective, cfg.epochs, cfg.learning_rate, val_accuracy, collapse, inputs))
     return result

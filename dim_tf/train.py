@@ -64,6 +64,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("adv_warmup_steps", d.adv_warmup_steps, "Steps over which the training eps ramps up from 0.")
     flags.DEFINE_enum("adv_target", d.adv_target, ["clean", "adversarial"], "DIM family: the internal models "
                       "reconstruct D(x) of the clean image (clean) or D(x_adv) (adversarial) from D(x_adv).")
+    flags.DEFINE_float("adv_denoiser_weight", d.adv_denoiser_weight, "DIM family with a denoiser: 0 keeps D as its "
+                       "own stage trained it; above 0 the adversarial stage trains D too, end to end, with this weight "
+                       "on mean (D(x_adv) - x)^2.")
     flags.DEFINE_integer("adv_monitor_examples", d.adv_monitor_examples, "Validation images of the per-epoch PGD "
                          "probe that detects catastrophic overfitting (0: off).")
     flags.DEFINE_integer("adv_monitor_steps", d.adv_monitor_steps, "PGD steps of that probe.")

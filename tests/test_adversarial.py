@@ -108,6 +108,9 @@ def test_collapse_check_on_histories():
     (["--adversarial", "pgd", "--adv_steps", "0"], "--adv_steps must be >= 1"),
     (["--model", "abs", "--adversarial", "pgd"], "not supported for abs"),
     (["--model", "madry", "--adversarial", "none"], "use --model cnn"),
+    (["--model", "dim", "--adv_denoiser_weight", "1"], "it needs --adversarial pgd"),
+    (["--model", "im", "--adversarial", "pgd", "--adv_denoiser_weight", "1"], "a model with a denoiser"),
+    (["--model", "dim_robust", "--adv_denoiser_weight", "-1"], "--adv_denoiser_weight must be >= 0"),
 ])
 def test_bad_adversarial_settings_are_refused_before_any_work(tmp_path, mnist_folder, flags, message):
     out = subprocess.run([sys.executable, "-m", "dim_tf.train", "--model_dir", str(tmp_path / "run"),
@@ -136,3 +139,23 @@ def test_dim_paper_preset_is_the_papers_loss_only():
     assert cfg.epochs == registry.PRESETS["dim_paper"][1]["epochs"] == 20
     assert (cfg.own_class_weight, cfg.denoiser_epochs) == (9.0, 4)  # the balanced loss and denoiser as for dim
     assert registry.configure("dim_paper", {**settings, "epochs": 3}, given={"epochs"}).epochs == 3
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0])
+def test_adversarial_denoiser_weight_decides_whether_the_denoiser_learns(mnist, weight):
+    """--adv_denoiser_weight 0 updates the internal models alone; above 0 one update also moves D (end to end
+    through the score and reconstruction terms plus D's own (D(x_adv) - x)^2)."""
+    cfg = registry.TrainConfig(model="dim", adversarial="pgd", adv_steps=2, adv_warmup_steps=0,
+                               adv_denoiser_weight=weight, adv_monitor_examples=0, batch_size=32)
+    model = registry.build(cfg)
+    stage = registry.stages(cfg, model, mnist.validation.take(32))[-1]
+    assert stage.model is (model if weight else model.internal)
+    parts = {"denoiser": model.denoiser, "internal": model.internal}
+    before = {name: [v.numpy().copy() for v in part.trainable_variables] for name, part in parts.items()}
+    step = loop.make_train_step(tf.distribute.get_strategy(), stage.model, stage.objective,
+                                loop.make_optimizer(1e-3, 10), 32)
+    split = mnist.train.take(32)
+    step(tf.constant(split.images), tf.constant(split.labels, tf.int32))
+    moved = {name: any(not np.array_equal(b, v.numpy()) for b, v in zip(before[name], part.trainable_variables))
+             for name, part in parts.items()}
+    assert moved == {"denoiser": weight > 0, "internal": True}, moved

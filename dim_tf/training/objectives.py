@@ -126,7 +126,11 @@ class AdversarialInternalObjective:
     binarized share of the batch through both binarizations, straight-through), the F_i then read
     D(x_adv) (with biDIM's binarizations where chosen) and are scored on it, reconstructing
     `target` = "clean": D(x) of the clean image (learn to undo the perturbation), or "adversarial": D(x_adv).
-    D itself stays as its own stage trained it."""
+
+    With `denoiser_weight` 0, D stays as its own stage trained it. Above 0, D trains here too, end to end: the
+    score and reconstruction terms' gradients flow through D(x_adv) into D, and D also learns to map the
+    adversarial input back to the clean image, `denoiser_weight` x mean_pixels (D(b(x_adv)) - x)^2 (the stage then
+    updates the whole model's variables: `trains`)."""
 
     model: keras.Model  # dim_tf.models.DIM
     internal_objective: "InternalObjective"
@@ -134,15 +138,28 @@ class AdversarialInternalObjective:
     warmup_steps: int
     binarized_fraction: float
     target: str = "clean"
+    denoiser_weight: float = 0.0
+
+    @property
+    def trains(self) -> keras.Model:
+        """The model whose trainable variables this objective updates: the internal models, or with D the DIM."""
+        return self.model if self.denoiser_weight > 0 else self.model.internal
 
     def __call__(self, x, y, step):
         binarize = adversarial.partial_binarizer(x, self.binarized_fraction)
         scale = self.internal_objective.score_temperature
         eps = self.attack.eps * linear_ramp(step, self.warmup_steps)
         x_adv = self.attack(adversarial.cross_entropy(lambda v: self.model(v, binarize=binarize), scale), x, y, eps)
-        d_adv = tf.stop_gradient(self.model.denoise(x_adv, binarize))
-        d_target = d_adv if self.target == "adversarial" else tf.stop_gradient(self.model.denoise(x, binarize))
-        return self.internal_objective.losses(d_adv, d_target, y, step)
+        d_adv = self.model.denoise(x_adv, binarize)
+        if self.denoiser_weight == 0:
+            d_adv = tf.stop_gradient(d_adv)
+        d_target = (tf.stop_gradient(d_adv) if self.target == "adversarial"
+                    else tf.stop_gradient(self.model.denoise(x, binarize)))
+        loss = self.internal_objective.losses(d_adv, d_target, y, step)
+        if self.denoiser_weight > 0:
+            restored = self.model.denoiser(binarize(x_adv))
+            loss += self.denoiser_weight * tf.reduce_mean(tf.square(restored - x), axis=(1, 2, 3))
+        return loss
 
 
 def vae_losses(model: keras.Model, xs: list, beta: float) -> list:
