@@ -207,3 +207,16 @@ def test_committed_reports_hold_no_absolute_path():
     for path in files:
         with open(path) as f:
             assert absolute_paths(f.read(), REPO) == [], path
+
+
+def test_training_command_gives_settings_added_after_the_run_their_default():
+    """A run trained before a setting existed (its config lacks it) had that setting's default: the command that
+    retrains it names the default wherever the preset now says otherwise (dim_robust now trains D too)."""
+    from dim_tf import registry
+
+    old = {k: v for k, v in registry.PRESETS["dim_robust"][1].items() if k != "adv_denoiser_weight"}
+    config = {"model": "dim", "preset": "dim_robust", **old}
+    command = cells.index.training_command({"config": config}, "runs/dim_robust")
+    assert command == "python -m dim_tf.train --model dim_robust --model_dir runs/dim_robust --adv_denoiser_weight 0.0"
+    now = {**config, "adv_denoiser_weight": registry.PRESETS["dim_robust"][1]["adv_denoiser_weight"]}
+    assert cells.index.training_command({"config": now}, "D") == "python -m dim_tf.train --model dim_robust --model_dir D"

@@ -70,6 +70,7 @@ def training_command(manifest: dict, model_dir: str) -> str | None:
     name = config.get("preset") or config["model"]
     fields = {f.name for f in dataclasses.fields(registry.TrainConfig)} - {"model", "preset"}
     plain = dataclasses.asdict(registry.configure(name, {}, set()))
-    args = [f"--{k} {config[k]}" for k in sorted(fields) if k in config and config[k] is not None
-            and config[k] != plain[k]]
+    # a setting added after the run was trained is missing from its config: the run had its default
+    config = {**dataclasses.asdict(registry.TrainConfig()), **config}
+    args = [f"--{k} {config[k]}" for k in sorted(fields) if config[k] is not None and config[k] != plain[k]]
     return " ".join(["python -m dim_tf.train", f"--model {name}", f"--model_dir {model_dir}", *args])
