@@ -23,6 +23,8 @@ def validate(settings: EvalSettings) -> dict:
         raise EvalError("--model_dir is required")
     if settings.cells_dir or settings.max_minutes is not None:
         raise EvalError("--cells_dir and --max_minutes apply to --suite paper only (its cells); drop them")
+    if settings.output_dir:
+        raise EvalError("--output_dir applies to --suite only; one attack writes one JSON: give it with --output FILE")
     row = attacks.get(settings.attack)
     norm = ThreatModel.parse(settings.norm)
     if norm not in attacks.norms_covered():

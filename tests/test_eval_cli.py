@@ -45,6 +45,7 @@ def madry_dir(tmp_path_factory, mnist_folder):
     (["--attack", "pgd", "--restarts", "0"], "restarts"),
     (["--attack", "pgd", "--strategy", "tpu"], "unknown strategy"),
     (["--attack", "pgd", "--max_minutes", "5"], "apply to --suite paper only"),
+    (["--attack", "pgd", "--output_dir", "out"], "--output_dir applies to --suite only"),
 ])
 def test_bad_flags_are_refused_before_any_work(args, match, no_work):
     with pytest.raises(ValueError, match=match):
