@@ -109,6 +109,29 @@ def test_pixel_flip_stays_within_the_l2_budget(tiny_cnn, digits):
     assert changed.any() and np.all(np.abs(adv[changed] - 0.5) <= 2e-6)
 
 
+def test_pixel_flip_with_every_candidate_finds_a_flip_the_gradient_cannot_rank():
+    """A model that reads one grey pixel through the threshold, with no gradient, while 36 decoy pixels lower its
+    margin a little and smoothly: a few gradient-ranked candidates only ever try decoys; every candidate (the
+    cascade's L-inf setting) finds the pixel that decides, and moves only it."""
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    x[:, 3:9, 3:9] = 0.4  # 36 flippable pixels ranked before the one that matters
+    x[:, 25, 25] = 0.4
+    y = np.zeros(2, np.int32)
+
+    def model_fn(images):
+        bit = tf.stop_gradient(tf.cast(images[:, 25, 25, 0] >= 0.5, tf.float32))
+        decoys = 1e-3 * tf.reduce_sum(images[:, 3:9, 3:9, 0], axis=[1, 2])
+        return tf.stack([1.0 - bit, bit + decoys] + [tf.zeros_like(bit)] * 8, axis=1)
+
+    few = adaptive.pixel_flip(model_fn, x, y, 0.3, LINF, {"rounds": 5, "candidates": 6})
+    assert np.all(np.asarray(model_fn(few)).argmax(1) == 0)
+    every = adaptive.pixel_flip(model_fn, x, y, 0.3, LINF, {"rounds": 5, "candidates": planning.EVERY_PIXEL})
+    assert np.all(np.asarray(model_fn(every)).argmax(1) == 1)
+    changed = np.argwhere((every != x).reshape(2, -1))
+    np.testing.assert_array_equal(changed[:, 1], [25 * 28 + 25] * 2)
+
+
+
 def test_binarization_refinement_keeps_prediction_and_shrinks(tiny_cnn, digits):
     x, y = digits
     exact = BinarizedInput(tiny_cnn, "exact")

@@ -57,7 +57,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, mnist_folder):
     cmd = train_cmd(tmp_path, mnist_folder, "--model", "im", "--train_examples", "1000", "--batch_size", "50",
                     "--epochs", "12")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    first = tmp_path / "checkpoints" / "internal" / "ckpt-1.index"
+    # The manager's state file is written after the checkpoint's own files: waiting for ckpt-1.index alone let a kill
+    # land between the two on a loaded machine, and the run then (rightly) started over.
+    first = tmp_path / "checkpoints" / "internal" / "checkpoint"
     deadline = time.time() + 300
     while not first.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)

@@ -327,6 +327,11 @@ def _margins(model_fn, images, y):
     return -margin_loss(model_fn(images), y)
 
 
+def _margins_batched(model_fn, images: np.ndarray, y: np.ndarray, batch: int = 500) -> np.ndarray:
+    return np.concatenate([_margins(model_fn, tf.constant(images[i:i + batch]), tf.constant(y[i:i + batch])).numpy()
+                           for i in range(0, len(images), batch)] or [np.zeros(0, np.float32)])
+
+
 def pixel_flip(model_fn, x, y, eps, norm, params, restart=0):
     """Greedy search in the binarized input space: each round ranks the pixels that can still be flipped by the
     first-order change of the margin Z_y - max_{j != y} Z_j along the flip (model_fn's gradient: straight-through
@@ -346,8 +351,7 @@ def pixel_flip(model_fn, x, y, eps, norm, params, restart=0):
     rng = np.random.default_rng([np.random.randint(2 ** 31), restart])
     cur = x.copy()
     flat = cur.reshape(len(x), -1)  # a view: writing it writes cur
-    margin = np.concatenate([_margins(model_fn, tf.constant(x[i:i + 500]), tf.constant(y[i:i + 500])).numpy()
-                             for i in range(0, len(x), 500)])
+    margin = _margins_batched(model_fn, x, y)
     open_ = flippable.reshape(len(x), -1).copy()
     active = np.flatnonzero(margin >= 0)
     k = int(params["candidates"])
@@ -367,12 +371,11 @@ def pixel_flip(model_fn, x, y, eps, norm, params, restart=0):
         kk = min(k, estimate.shape[1])
         top = np.argsort(estimate, axis=1)[:, :kk]  # [n, kk] most margin-lowering first
         valid = np.isfinite(np.take_along_axis(estimate, top, axis=1))
-        trial = np.repeat(flat[active][:, None], kk, axis=1)  # [n, kk, D]
-        rows = np.arange(len(active))[:, None]
-        trial[rows, np.arange(kk)[None], top] = flat_value[active[:, None], top]
-        trial_m = _margins(model_fn, tf.constant(trial.reshape(-1, *x.shape[1:])),
-                           tf.constant(np.repeat(y[active], kk))).numpy().reshape(len(active), kk)
-        trial_m = np.where(valid, trial_m, np.inf)
+        row, col = np.nonzero(valid)  # only the flips still open: with many candidates most slots are not
+        trial = flat[active[row]].copy()  # [valid flips, D]
+        trial[np.arange(len(row)), top[row, col]] = flat_value[active[row], top[row, col]]
+        trial_m = np.full((len(active), kk), np.inf)
+        trial_m[row, col] = _margins_batched(model_fn, trial.reshape(-1, *x.shape[1:]), y[active[row]])
         pick = trial_m.argmin(axis=1)  # the first (best-ranked) among equal margins
         new_m = trial_m[np.arange(len(active)), pick]
         accept = new_m <= m
