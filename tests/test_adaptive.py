@@ -131,7 +131,6 @@ def test_pixel_flip_with_every_candidate_finds_a_flip_the_gradient_cannot_rank()
     np.testing.assert_array_equal(changed[:, 1], [25 * 28 + 25] * 2)
 
 
-
 def test_binarization_refinement_keeps_prediction_and_shrinks(tiny_cnn, digits):
     x, y = digits
     exact = BinarizedInput(tiny_cnn, "exact")

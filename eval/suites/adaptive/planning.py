@@ -121,12 +121,9 @@ def plan(target: Target, norm: ThreatModel, budget: float, sources: list[tuple[s
         # exactly each round (an exhaustive greedy search): it broke 5 of Square's 6 at about 0.4 s an image.
         # L2 (any pixel is a candidate, cost-ranked): of 33 images left by the 6-candidate search, 16 candidates
         # and noise-perturbed rankings broke 32 (restart 0 alone 13; each noisy restart 28-31); more rounds none.
-        if norm is LINF:
-            steps.append(Step("pixel_flip", adaptive.PIXEL_FLIP, grad_model,
-                              {"rounds": n(40), "candidates": EVERY_PIXEL}, 1, "white"))
-        else:
-            steps.append(Step("pixel_flip", adaptive.PIXEL_FLIP, grad_model,
-                              {"rounds": n(100), "candidates": 16}, n(3), "white"))
+        params, restarts = (({"rounds": n(40), "candidates": EVERY_PIXEL}, 1) if norm is LINF
+                            else ({"rounds": n(100), "candidates": 16}, n(3)))
+        steps.append(Step("pixel_flip", adaptive.PIXEL_FLIP, grad_model, params, restarts, "white"))
     if target.dim_family:
         steps.append(Step(f"{bpda}feature", adaptive.feature_attack(target.surrogate, *bank, targets=2, steps=n(30)),
                           grad_model, {}, 1, "white"))
