@@ -125,7 +125,7 @@ def test_pixel_flip_with_every_candidate_finds_a_flip_the_gradient_cannot_rank()
 
     few = adaptive.pixel_flip(model_fn, x, y, 0.3, LINF, {"rounds": 5, "candidates": 6})
     assert np.all(np.asarray(model_fn(few)).argmax(1) == 0)
-    every = adaptive.pixel_flip(model_fn, x, y, 0.3, LINF, {"rounds": 5, "candidates": planning.EVERY_PIXEL})
+    every = adaptive.pixel_flip(model_fn, x, y, 0.3, LINF, {"rounds": 5, "candidates": "all"})
     assert np.all(np.asarray(model_fn(every)).argmax(1) == 1)
     changed = np.argwhere((every != x).reshape(2, -1))
     np.testing.assert_array_equal(changed[:, 1], [25 * 28 + 25] * 2)

@@ -337,10 +337,10 @@ def pixel_flip(model_fn, x, y, eps, norm, params, restart=0):
     first-order change of the margin Z_y - max_{j != y} Z_j along the flip (model_fn's gradient: straight-through
     for biDIM; under L2 divided by the flip's squared cost), evaluates the `candidates` best exactly (one forward
     each) and keeps the best if it does not raise the margin (ties walk along the gradient's choice: the binarized
-    model's margin is flat over many flips); stops per example when fooled, stuck or after `rounds` flips. A flipped
-    pixel takes the closest value past the threshold (so refinement is built in). L-inf: the pixels within eps of
-    0.5; L2: any pixel whose cost (x - 0.5)^2 still fits in what is left of eps^2. Restarts > 0 perturb the
-    ranking with noise."""
+    model's margin is flat over many flips); `candidates` "all" evaluates every open pixel (an exhaustive greedy
+    search). Stops per example when fooled, stuck or after `rounds` flips. A flipped pixel takes the closest value
+    past the threshold (so refinement is built in). L-inf: the pixels within eps of 0.5; L2: any pixel whose cost
+    (x - 0.5)^2 still fits in what is left of eps^2. Restarts > 0 perturb the ranking with noise."""
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.int32)
     value, flippable = flip_values(x, eps, norm)
@@ -354,7 +354,7 @@ def pixel_flip(model_fn, x, y, eps, norm, params, restart=0):
     margin = _margins_batched(model_fn, x, y)
     open_ = flippable.reshape(len(x), -1).copy()
     active = np.flatnonzero(margin >= 0)
-    k = int(params["candidates"])
+    k = flat_value.shape[1] if params["candidates"] == "all" else int(params["candidates"])
     for _ in range(int(params["rounds"])):
         if norm is L2:
             open_[active] &= cost[active] <= left[active, None]
@@ -390,8 +390,8 @@ def pixel_flip(model_fn, x, y, eps, norm, params, restart=0):
 
 
 def _pixel_flip_checks(params: dict) -> None:
-    if params["rounds"] < 1 or params["candidates"] < 1:
-        raise EvalError(f"pixel_flip: rounds and candidates must be >= 1, got {params['rounds']}, "
+    if params["rounds"] < 1 or (params["candidates"] != "all" and params["candidates"] < 1):
+        raise EvalError(f"pixel_flip: rounds must be >= 1 and candidates >= 1 or 'all', got {params['rounds']}, "
                         f"{params['candidates']}")
 
 

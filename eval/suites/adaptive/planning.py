@@ -19,7 +19,6 @@ SANITY_EXAMPLES = 200  # the doubled attack runs on the unbroken examples among 
 EOT_SAMPLES = 8  # forward passes averaged per gradient when the model is stochastic at test time
 BANK_PER_CLASS = 50  # feature attack: validation images per class to pick the target image from
 SCALED = ("steps", "rounds", "queries")  # the parameters `doubled_step` doubles
-EVERY_PIXEL = 28 * 28  # pixel_flip candidates: all of an MNIST image, so every flippable pixel is tried
 
 
 @dataclasses.dataclass
@@ -121,7 +120,7 @@ def plan(target: Target, norm: ThreatModel, budget: float, sources: list[tuple[s
         # exactly each round (an exhaustive greedy search): it broke 5 of Square's 6 at about 0.4 s an image.
         # L2 (any pixel is a candidate, cost-ranked): of 33 images left by the 6-candidate search, 16 candidates
         # and noise-perturbed rankings broke 32 (restart 0 alone 13; each noisy restart 28-31); more rounds none.
-        params, restarts = (({"rounds": n(40), "candidates": EVERY_PIXEL}, 1) if norm is LINF
+        params, restarts = (({"rounds": n(40), "candidates": "all"}, 1) if norm is LINF
                             else ({"rounds": n(100), "candidates": 16}, n(3)))
         steps.append(Step("pixel_flip", adaptive.PIXEL_FLIP, grad_model, params, restarts, "white"))
     if target.dim_family:
