@@ -131,6 +131,27 @@ def test_pixel_flip_with_every_candidate_finds_a_flip_the_gradient_cannot_rank()
     np.testing.assert_array_equal(changed[:, 1], [25 * 28 + 25] * 2)
 
 
+def test_l2_pixel_flip_spends_its_budget_where_a_flip_buys_the_most_margin():
+    """Four black pixels (cost 0.25 each) each remove 1 of the margin, eight grey ones (cost 0.04) 0.5 each; the
+    budget is 0.52 and the margin 3. Greedy by margin alone takes two black pixels and is stuck at margin 1; per unit
+    of cost it takes grey ones first and fools with at most one black pixel."""
+    x = np.zeros((1, 28, 28, 1), np.float32)
+    x[0, 10, 10:18] = 0.3
+    weights = np.zeros((28, 28), np.float32)
+    weights[10, 10:18] = 0.5
+    weights[20, 10:14] = 1.0
+
+    def model_fn(images):
+        bits = images + tf.stop_gradient(tf.cast(images >= 0.5, tf.float32) - images)  # straight-through
+        z = 3.0 - tf.reduce_sum(bits[..., 0] * weights, axis=[1, 2])
+        return tf.stack([z, tf.zeros_like(z)] + [tf.fill(tf.shape(z), -100.0)] * 8, axis=1)
+
+    adv = adaptive.pixel_flip(model_fn, x, np.zeros(1, np.int32), math.sqrt(0.52), L2,
+                              {"rounds": 20, "candidates": 16})
+    assert np.asarray(model_fn(adv)).argmax(1)[0] == 1
+    assert np.sum(adv[0, 20, 10:14, 0] > 0.5) <= 1 and L2.distance(adv, x)[0] < math.sqrt(0.52)
+
+
 def test_binarization_refinement_keeps_prediction_and_shrinks(tiny_cnn, digits):
     x, y = digits
     exact = BinarizedInput(tiny_cnn, "exact")
@@ -229,10 +250,9 @@ def test_plan_covers_the_adaptive_attacks(tiny_cnn, mnist):
     assert not target.stochastic and target.annealed is not None
     labels = {norm: [s.label for s in planning.plan(target, norm, 1.0, [("cnn", tiny_cnn, 10)], None)]
               for norm in (LINF, L2)}
-    assert labels[LINF] == ["bpda-st pgd_margin", "bpda-sigmoid-annealed pgd_margin", "bpda-st pgd_dlr",
-                            "bpda-st pgd_targeted", "bpda-st apgd_dlr", "bpda-st apgd_targeted",
-                            "bpda-st fab_targeted", "pixel_flip", "bpda-st fgsm", "square", "hop_skip_jump",
-                            "transfer from cnn"]
+    assert labels[LINF] == ["bpda-st pgd_margin", "bpda-sigmoid-annealed pgd_margin", "pixel_flip",
+                            "bpda-st pgd_dlr", "bpda-st pgd_targeted", "bpda-st apgd_dlr", "bpda-st apgd_targeted",
+                            "bpda-st fab_targeted", "bpda-st fgsm", "square", "hop_skip_jump", "transfer from cnn"]
     assert labels[L2][-3:] == ["hop_skip_jump", "boundary", "transfer from cnn"] and "pixel_flip" in labels[L2]
     main = planning.plan(target, LINF, 1.0, [], None)[0]
     assert main.restarts >= 5 and main.standalone and main.params["eot"] == 1

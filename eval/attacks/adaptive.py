@@ -337,8 +337,8 @@ def pixel_flip(model_fn, x, y, eps, norm, params, restart=0):
     first-order change of the margin Z_y - max_{j != y} Z_j along the flip (model_fn's gradient: straight-through
     for biDIM; under L2 divided by the flip's squared cost), evaluates the `candidates` best exactly (one forward
     each) and keeps the best if it does not raise the margin (ties walk along the gradient's choice: the binarized
-    model's margin is flat over many flips); `candidates` "all" evaluates every open pixel (an exhaustive greedy
-    search). Stops per example when fooled, stuck or after `rounds` flips. A flipped pixel takes the closest value
+    model's margin is flat over many flips; under L2 the best per unit of cost, `_cheapest_progress`); `candidates`
+    "all" evaluates every open pixel (an exhaustive greedy search). Stops per example when fooled, stuck or after `rounds` flips. A flipped pixel takes the closest value
     past the threshold (so refinement is built in). L-inf: the pixels within eps of 0.5; L2: any pixel whose cost
     (x - 0.5)^2 still fits in what is left of eps^2. Restarts > 0 perturb the ranking with noise."""
     x = np.asarray(x, np.float32)
@@ -376,7 +376,10 @@ def pixel_flip(model_fn, x, y, eps, norm, params, restart=0):
         trial[np.arange(len(row)), top[row, col]] = flat_value[active[row], top[row, col]]
         trial_m = np.full((len(active), kk), np.inf)
         trial_m[row, col] = _margins_batched(model_fn, trial.reshape(-1, *x.shape[1:]), y[active[row]])
-        pick = trial_m.argmin(axis=1)  # the first (best-ranked) among equal margins
+        if norm is L2:
+            pick = _cheapest_progress(trial_m, m, np.take_along_axis(cost[active], top, axis=1))
+        else:
+            pick = trial_m.argmin(axis=1)  # the first (best-ranked) among equal margins
         new_m = trial_m[np.arange(len(active)), pick]
         accept = new_m <= m
         chosen = active[accept]
@@ -387,6 +390,18 @@ def pixel_flip(model_fn, x, y, eps, norm, params, restart=0):
         margin[chosen] = new_m[accept]
         active = chosen[new_m[accept] >= 0]
     return cur
+
+
+def _cheapest_progress(trial_m: np.ndarray, m: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """Under L2 the budget binds, so a flip is judged by the margin it removes per unit of cost, and among flips that
+    already fool, the cheapest wins. On the 28 images of the first 200 that the greedy by margin alone left on
+    biDIM-AT 95c5 at L2 1.5 (16 candidates, 3 restarts), this rule with 64 candidates broke 8 on its plain ranking
+    and 27 over 3 restarts (the margin rule with 16 candidates: 0 and 11; this rule with 16: 0 and 14; with every
+    candidate: all 28 in one pass, at 5 s an image)."""
+    finite = np.isfinite(trial_m)
+    per_cost = np.where(finite, (trial_m - m[:, None]) / (cost + COST_FLOOR), np.inf)
+    fooling = finite & (trial_m < 0)
+    return np.where(fooling.any(axis=1), np.where(fooling, cost, np.inf).argmin(axis=1), per_cost.argmin(axis=1))
 
 
 def _pixel_flip_checks(params: dict) -> None:
