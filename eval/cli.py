@@ -48,7 +48,8 @@ def define_flags(flag_values=FLAGS) -> None:
                     "madry)."),
         "bi_gradient": ("string", "Backward pass of the binarization for --variant bi: exact (none: gradient "
                         "attacks see zero), straight_through or sigmoid (BPDA)."),
-        "norm": ("string", "Threat model: linf, l2, l1 or l0 (--suite autoattack: linf, l2 or linf,l2)."),
+        "norm": ("string", "Threat model: linf (default), l2, l1 or l0 (--suite autoattack: linf, l2 or linf,l2; --suite "
+                 "adaptive: the same, default linf,l2)."),
         "eps": ("string", "Radius, or a comma list (default: linf 0.3, l2 2, l1 10, l0 12). Ranges: linf (0, 1], "
                 "l2 (0, 28], l1 (0, 784], l0 whole pixels 1..784."),
         "num_examples": ("integer", "Attack the first N test images."),

@@ -27,7 +27,7 @@ class EvalSettings:
     max_minutes: float | None = None  # paper suite: time budget of the attack work (0: list and render only)
     variant: str = "default"  # default | bi (adaptive suite: a comma list)
     bi_gradient: str = "exact"  # exact | straight_through | sigmoid
-    norm: str = "linf"
+    norm: str | None = None  # None: linf for one attack or AutoAttack, linf,l2 for the adaptive suite
     eps: str | None = None  # a radius or a comma list; None: the norm's usual radius
     num_examples: int = 1000
     batch_size: int = 250

@@ -26,7 +26,7 @@ def validate(settings: EvalSettings) -> dict:
     if settings.output_dir:
         raise EvalError("--output_dir applies to --suite only; one attack writes one JSON: give it with --output FILE")
     row = attacks.get(settings.attack)
-    norm = ThreatModel.parse(settings.norm)
+    norm = ThreatModel.parse(settings.norm or "linf")
     if norm not in attacks.norms_covered():
         raise EvalError(f"no attack supports {norm.value} yet; covered: "
                         + ", ".join(sorted(n.value for n in attacks.norms_covered())))

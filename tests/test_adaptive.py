@@ -262,7 +262,7 @@ def test_plan_covers_the_adaptive_attacks(tiny_cnn, mnist):
     (["--attack", "pgd"], "drop --attack"), (["--eps", "0.3"], "drop --eps"), (["--restarts", "3"], "drop --restarts"),
     (["--bi_gradient", "straight_through"], "drop --bi_gradient"), (["--budget", "0"], "--budget must be > 0"),
     (["--variant", "tri"], "give default, bi"), (["--undefended_dir", "/nonexistent"], "not a finished training run"),
-    (["--cells_dir", "cells"], "apply to --suite paper only"),
+    (["--cells_dir", "cells"], "apply to --suite paper only"), (["--norm", "l0"], "covers linf, l2, not l0"),
 ])
 def test_suite_refuses_bad_flags(args, match, tmp_path):
     from dim_tf.eval.threat import EvalError
@@ -278,18 +278,18 @@ def test_suite_writes_the_report(mnist, mnist_folder, tmp_path, monkeypatch):
     from dim_tf.eval.suites import get
 
     # The whole report path with a short cascade (main attack, single step, Square; the full plan is tested above),
-    # the target under L2 only, the biCNN reference under L-inf (as always).
-    plan, probe_plan, evaluate = planning.plan, planning.probe_plan, cascade.evaluate
+    # the target under L-inf only (--norm), and the biCNN reference.
+    plan, probe_plan = planning.plan, planning.probe_plan
     monkeypatch.setattr(planning, "plan", lambda *a, **k: [s for s in plan(*a, **k)
                                                            if s.standalone or s.label == "square"])
     monkeypatch.setattr(planning, "probe_plan", lambda *a, **k: probe_plan(*a, **k)[:1])
-    monkeypatch.setattr(cascade, "evaluate", lambda *a, norms=(L2,), **k: evaluate(*a, norms=norms, **k))
 
     train = (mnist.train.images[:1500], mnist.train.labels[:1500])
     cnn_dir = save_model_dir(tmp_path / "cnn", "cnn", mnist_folder, train)
     out = tmp_path / "out"
     opts = eval_settings("--suite", "adaptive", "--model_dir", cnn_dir, "--variant", "bi", "--num_examples", "12",
-                 "--budget", "0.05", "--undefended_dir", cnn_dir, "--output_dir", str(out), "--noprogress")
+                 "--budget", "0.05", "--undefended_dir", cnn_dir, "--output_dir", str(out), "--noprogress",
+                 "--norm", "linf")
     lines = []
     report = get("adaptive").run(opts, ["dim_tf.eval"], lines.append)
     stored = json.loads((out / "adaptive.json").read_text())
@@ -298,21 +298,22 @@ def test_suite_writes_the_report(mnist, mnist_folder, tmp_path, monkeypatch):
     assert model["variant_name"] == "bicnn"
     # the weights it was made on, as --suite autoattack matches reports (the bi variant: the base model's weights)
     assert model["weights_fingerprint"] == weights_fingerprint(md.load(cnn_dir)[0])
-    n = model["norms"]["l2"]
+    assert list(model["norms"]) == ["linf"]
+    n = model["norms"]["linf"]
     assert len(n["broken"]) == len(n["distance"]) == len(n["found_by"]) == 12
     assert n["accuracy"] <= n["cascade_accuracy"] <= model["clean_accuracy"]
-    assert [r["label"] for r in n["cascade"]] == ["bpda-st pgd_margin", "bpda-st fgm", "square"]
+    assert [r["label"] for r in n["cascade"]] == ["bpda-st pgd_margin", "bpda-st fgsm", "square"]
     assert n["doubled"]["label"] == "bpda-st pgd_margin x2"
     assert all(os.path.exists(out / r["json"]) for r in n["cascade"] if r["attacked"])
     # Every sample counted broken has a verified adversarial within eps, named by the attack that found it.
     for broken, dist, by in zip(n["broken"], n["distance"], n["found_by"]):
-        assert not broken or (dist <= 1.5 + 1e-4 and by)
+        assert not broken or (dist <= 0.3 + 1e-4 and by)
     names = {c["name"] for c in stored["sanity"]}
     assert names == {"iterative_vs_single_step", "white_vs_black_box", "more_steps_and_restarts", "zero_gradient",
-                     "without_defense"}
+                     "without_defense", "large_eps"}
     bicnn = stored["references"]["bicnn"]
     assert [r["label"] for r in bicnn["cascade"]] == ["bpda-st pgd_margin", "bpda-st fgsm", "square"]
-    assert 0 <= bicnn["accuracy"] <= 1 and stored["references"]["verdicts"] == []  # no L-inf run of the target
+    assert 0 <= bicnn["accuracy"] <= 1 and len(stored["references"]["verdicts"]) == 3  # two published, the biCNN
     said = reporting.verdicts([{"variant": "bi", "variant_name": "bidim", "norms": {"linf": {"accuracy": 0.70}}}],
                           {"accuracy": 0.75})
     assert len(said) == 3 and "bidim does NOT beat the binarized CNN" in said[2] and "beats the binarized CNN" in said[0]

@@ -1,7 +1,8 @@
 """`python -m dim_tf.eval --suite adaptive --model_dir runs/dim --variant default,bi --output_dir DIR`: attacks
 built for DIM and biDIM, the per-sample worst case over all of them, and sanity checks that expose gradient masking.
 
-Per model variant and threat model (L-inf 0.3 and L2 1.5, the paper's thresholds) a cascade, as in AutoAttack: each
+Per model variant and threat model (L-inf 0.3 and L2 1.5, the paper's thresholds; `--norm linf` or `--norm l2` runs
+one of them, and the biCNN reference only comes with L-inf) a cascade, as in AutoAttack: each
 attack runs only on the examples nothing before it broke (the main attack and the single-step one on every example):
   white-box   margin PGD (5 restarts, the main attack), for binarized variants through BPDA (straight-through
               backward pass) and once more through a sigmoid surrogate whose temperature is annealed; DLR PGD;
@@ -108,7 +109,7 @@ def run(settings: EvalSettings, argv=None, log=print) -> dict:
                 sources.append((f"{manifest.get('model')} without binarization", model, 50))
             log(f"== {target.name} ({model_dir}): {len(x)} examples, budget {settings.budget:g}")
             entry = cascade.evaluate(target, x, y, settings, out_dir, dataset, argv, log, sources, bank,
-                                     strategy=strategy)
+                                     norms=checked["norms"], strategy=strategy)
             entry["protocol"] = results.protocol_numbers(model_dir, variant, out_dir)
             checks += entry["sanity"]
             seconds[target.name] = entry["seconds"]
@@ -126,7 +127,7 @@ def run(settings: EvalSettings, argv=None, log=print) -> dict:
                                          "accuracy": run_cnn.pool.accuracy(THRESHOLDS[LINF]),
                                          "seconds": rec["seconds"]}
         checks.append(sanity.without_defense(f"{cnn.name} linf 0.3", references["without_defense"]["accuracy"]))
-        if any(m["variant"] == "bi" for m in models):
+        if any(m["variant"] == "bi" for m in models) and LINF in checked["norms"]:
             bicnn = planning.make_target(undefended_dir, undefended, undefended_manifest, "bi", test.images[:64])
             log(f"== reference: {bicnn.name}, the L-inf 0.3 cascade")
             sources = [(f"{bicnn.manifest.get('model')} without binarization", undefended, 100)]

@@ -1,12 +1,14 @@
 """The settings the adaptive suite accepts: it picks its own attacks, eps, parameters, restarts and BPDA surrogates,
-so the flags for those are refused; `--variant` may be a comma list (default,bi)."""
+so the flags for those are refused; `--variant` and `--norm` may be comma lists (default,bi; linf,l2)."""
 
 from __future__ import annotations
 
 import os
 
 from dim_tf.eval.settings import EvalSettings, check_run
-from dim_tf.eval.threat import EvalError
+from dim_tf.eval.threat import EvalError, ThreatModel
+
+NORMS = (ThreatModel.LINF, ThreatModel.L2)  # the adaptive suite's and AutoAttack's (standard version) threat models
 
 
 def parse_variants(text: str) -> list[str]:
@@ -15,6 +17,18 @@ def parse_variants(text: str) -> list[str]:
     if bad or not variants:
         raise EvalError(f"--variant {text!r}: give default, bi or default,bi")
     return list(dict.fromkeys(variants))
+
+
+def parse_norms(text: str, suite: str) -> tuple[ThreatModel, ...]:
+    """'linf,l2' -> (LINF, L2); an unknown norm or one the suite does not cover is an `EvalError`."""
+    norms = []
+    for item in (text or "").split(","):
+        norm = ThreatModel.parse(item.strip())
+        if norm not in NORMS:
+            raise EvalError(f"--suite {suite} covers {', '.join(n.value for n in NORMS)}, not {norm.value}: give "
+                            "--norm linf, l2 or linf,l2")
+        norms.append(norm)
+    return tuple(dict.fromkeys(norms))
 
 
 def validate(settings: EvalSettings) -> dict:
@@ -37,5 +51,6 @@ def validate(settings: EvalSettings) -> dict:
     if settings.cells_dir or settings.max_minutes is not None:
         raise EvalError("--cells_dir and --max_minutes apply to --suite paper only (its cells); drop them")
     check_run(settings)
-    return {"dirs": dirs, "variants": parse_variants(settings.variant)}
+    return {"dirs": dirs, "variants": parse_variants(settings.variant),
+            "norms": parse_norms(settings.norm or "linf,l2", "adaptive")}
 

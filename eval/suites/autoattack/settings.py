@@ -12,10 +12,9 @@ import os
 
 from dim_tf.eval.paper_numbers import THRESHOLDS
 from dim_tf.eval.settings import EvalSettings, check_run
-from dim_tf.eval.suites.adaptive.settings import parse_variants
+from dim_tf.eval.suites.adaptive.settings import parse_norms, parse_variants
 from dim_tf.eval.threat import EvalError, ThreatModel
 
-NORMS = (ThreatModel.LINF, ThreatModel.L2)  # AutoAttack's standard version covers these two here
 ADAPTIVE_SCHEMA = "dim_tf.eval.adaptive/1"
 
 
@@ -50,18 +49,6 @@ class AutoAttackConfig:
         return self.output or os.path.join(self.model_dirs[0], "eval", "autoattack", "autoattack.json")
 
 
-def parse_norms(text: str) -> tuple[ThreatModel, ...]:
-    """'linf,l2' -> (LINF, L2); an unknown norm or one the suite does not cover is an `EvalError`."""
-    norms = []
-    for item in (text or "").split(","):
-        norm = ThreatModel.parse(item.strip())
-        if norm not in NORMS:
-            raise EvalError(f"--suite autoattack covers {', '.join(n.value for n in NORMS)} (AutoAttack's standard "
-                            f"version), not {norm.value}")
-        norms.append(norm)
-    return tuple(dict.fromkeys(norms))
-
-
 def check_adaptive_report(path: str) -> None:
     """Refuses an --adaptive_report that is not an adaptive suite's JSON."""
     try:
@@ -91,7 +78,7 @@ def validate(settings: EvalSettings) -> AutoAttackConfig:
         if not os.path.isfile(os.path.join(d, "manifest.json")):
             raise EvalError(f"{d!r} is not a finished training run (no manifest.json); train it first or fix the "
                             "path")
-    norms = parse_norms(settings.norm)
+    norms = parse_norms(settings.norm or "linf", "autoattack")
     for flag, value, ok in (("attack", settings.attack, None), ("eps", settings.eps, None),
                             ("params", settings.params, None), ("restarts", settings.restarts, 1),
                             ("output_dir", settings.output_dir, None),
