@@ -18,7 +18,7 @@ from dim_tf.eval import ATTACKS, EvalSettings, ThreatModel, run_attack, sanity
 from dim_tf.eval.attacks import adaptive, apgd
 from dim_tf.eval.suites import adaptive as suite
 from dim_tf.eval.suites.adaptive import cascade, planning, report as reporting
-from dim_tf.eval.threat import project
+from dim_tf.eval.threat import EvalError, project
 from dim_tf.fingerprint import weights_fingerprint
 from dim_tf.models import BinarizedInput
 
@@ -125,10 +125,13 @@ def test_pixel_flip_with_every_candidate_finds_a_flip_the_gradient_cannot_rank()
 
     few = adaptive.pixel_flip(model_fn, x, y, 0.3, LINF, {"rounds": 5, "candidates": 6})
     assert np.all(np.asarray(model_fn(few)).argmax(1) == 0)
-    every = adaptive.pixel_flip(model_fn, x, y, 0.3, LINF, {"rounds": 5, "candidates": "all"})
+    every = adaptive.pixel_flip(model_fn, x, y, 0.3, LINF,
+                                adaptive.PIXEL_FLIP.resolve_params({"rounds": 5, "candidates": "all"}))
     assert np.all(np.asarray(model_fn(every)).argmax(1) == 1)
     changed = np.argwhere((every != x).reshape(2, -1))
     np.testing.assert_array_equal(changed[:, 1], [25 * 28 + 25] * 2)
+    with pytest.raises(EvalError, match="candidates='every' must be a int or 'all'"):
+        adaptive.PIXEL_FLIP.resolve_params({"candidates": "every"})
 
 
 def test_l2_pixel_flip_spends_its_budget_where_a_flip_buys_the_most_margin():
@@ -248,8 +251,10 @@ def test_plan_covers_the_adaptive_attacks(tiny_cnn, mnist):
     cnn(np.zeros((1, 28, 28, 1), np.float32))
     target = planning.make_target("-", cnn, {"model": "cnn"}, "bi", mnist.test.images[:4])
     assert not target.stochastic and target.annealed is not None
-    labels = {norm: [s.label for s in planning.plan(target, norm, 1.0, [("cnn", tiny_cnn, 10)], None)]
-              for norm in (LINF, L2)}
+    steps = {norm: planning.plan(target, norm, 1.0, [("cnn", tiny_cnn, 10)], None) for norm in (LINF, L2)}
+    labels = {norm: [s.label for s in steps[norm]] for norm in steps}
+    for step in steps[LINF] + steps[L2]:  # the attack runner resolves every planned step's parameters by its row
+        assert step.attack.resolve_params(step.params) == {**step.attack.defaults, **step.params}, step.label
     assert labels[LINF] == ["bpda-st pgd_margin", "bpda-sigmoid-annealed pgd_margin", "pixel_flip",
                             "bpda-st pgd_dlr", "bpda-st pgd_targeted", "bpda-st apgd_dlr", "bpda-st apgd_targeted",
                             "bpda-st fab_targeted", "bpda-st fgsm", "square", "hop_skip_jump", "transfer from cnn"]

@@ -411,7 +411,7 @@ def _pixel_flip_checks(params: dict) -> None:
 
 
 PIXEL_FLIP = Attack("pixel_flip", "adaptive", (LINF, L2), pixel_flip, {"rounds": 60, "candidates": 8},
-                    randomized=True, source="own",
+                    randomized=True, source="own", words={"candidates": ("all",)},
                     description="greedy search over the pixels eps can push across 0.5 (L2: within the budget), "
                                 "ranked by (straight-through) gradients, each flip verified by an exact forward pass",
                     check=_pixel_flip_checks, loss="margin")

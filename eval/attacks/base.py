@@ -36,6 +36,7 @@ class Attack:
     description: str = ""
     check: Callable[[dict], None] | None = None
     loss: str | Callable[[dict], str] | None = None
+    words: dict = dataclasses.field(default_factory=dict)  # parameter -> words it takes besides a number
 
     def __post_init__(self):
         assert self.kind in KINDS, self.kind
@@ -53,6 +54,9 @@ class Attack:
                 known = ", ".join(sorted(params)) or "none"
                 raise EvalError(f"attack {self.name!r} has no parameter {key!r}; its parameters: {known}")
             default = params[key]
+            if value in self.words.get(key, ()):
+                params[key] = value
+                continue
             try:
                 if isinstance(default, bool):
                     if isinstance(value, str):
@@ -67,8 +71,9 @@ class Attack:
                 elif isinstance(default, float):
                     value = float(value)
             except (TypeError, ValueError):
+                words = "".join(f" or {w!r}" for w in self.words.get(key, ()))
                 raise EvalError(f"attack {self.name!r}: parameter {key}={value!r} must be a "
-                                f"{type(default).__name__}") from None
+                                f"{type(default).__name__}{words}") from None
             params[key] = value
         if self.check is not None:
             self.check(params)
