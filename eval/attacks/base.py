@@ -36,7 +36,8 @@ class Attack:
     description: str = ""
     check: Callable[[dict], None] | None = None
     loss: str | Callable[[dict], str] | None = None
-    words: dict = dataclasses.field(default_factory=dict)  # parameter -> words it takes besides a number
+    words: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # parameter -> words it takes
+    # besides a number (pixel_flip's candidates="all")
 
     def __post_init__(self):
         assert self.kind in KINDS, self.kind
@@ -53,8 +54,8 @@ class Attack:
             if key not in params:
                 known = ", ".join(sorted(params)) or "none"
                 raise EvalError(f"attack {self.name!r} has no parameter {key!r}; its parameters: {known}")
-            default = params[key]
-            if value in self.words.get(key, ()):
+            default, words = params[key], self.words.get(key, ())
+            if value in words:
                 params[key] = value
                 continue
             try:
@@ -71,9 +72,8 @@ class Attack:
                 elif isinstance(default, float):
                     value = float(value)
             except (TypeError, ValueError):
-                words = "".join(f" or {w!r}" for w in self.words.get(key, ()))
                 raise EvalError(f"attack {self.name!r}: parameter {key}={value!r} must be a "
-                                f"{type(default).__name__}{words}") from None
+                                f"{type(default).__name__}{''.join(f' or {w!r}' for w in words)}") from None
             params[key] = value
         if self.check is not None:
             self.check(params)
