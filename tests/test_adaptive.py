@@ -130,7 +130,7 @@ def test_pixel_flip_with_every_candidate_finds_a_flip_the_gradient_cannot_rank()
     assert np.all(np.asarray(model_fn(every)).argmax(1) == 1)
     changed = np.argwhere((every != x).reshape(2, -1))
     np.testing.assert_array_equal(changed[:, 1], [25 * 28 + 25] * 2)
-    with pytest.raises(EvalError, match="candidates='every' must be a int or 'all'"):
+    with pytest.raises(EvalError, match="candidates='every' must be an integer or 'all'"):
         adaptive.PIXEL_FLIP.resolve_params({"candidates": "every"})
 
 

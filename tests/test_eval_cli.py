@@ -41,7 +41,7 @@ def madry_dir(tmp_path_factory, mnist_folder):
     (["--attack", "pgd", "--bi_gradient", "magic"], "unknown --bi_gradient"),
     (["--attack", "pgd", "--params", "steps"], "key=value"),
     (["--attack", "pgd", "--params", "stepz=3"], "no parameter 'stepz'"),
-    (["--attack", "pgd", "--params", "steps=1.5"], "must be a int"),
+    (["--attack", "pgd", "--params", "steps=1.5"], "must be an integer"),
     (["--attack", "pgd", "--restarts", "0"], "restarts"),
     (["--attack", "pgd", "--strategy", "tpu"], "unknown strategy"),
     (["--attack", "pgd", "--max_minutes", "5"], "apply to --suite paper only"),

@@ -108,7 +108,7 @@ def suite_flags(*args):
      "no attack of this suite run"),
     (["--models", "a", "--output_dir", "/tmp/x", "--attack", "fgsm", "--params", "pgd.steps=3"],
      "'pgd' is not an attack of this suite run"),
-    (["--models", "a", "--output_dir", "/tmp/x", "--attack", "pgd", "--params", "pgd.steps=x"], "must be a int"),
+    (["--models", "a", "--output_dir", "/tmp/x", "--attack", "pgd", "--params", "pgd.steps=x"], "must be an integer"),
     (["--models", "a", "--output_dir", "/tmp/x", "--eps", "0.1"], "--eps does not apply"),
     (["--models", "a", "--output_dir", "/tmp/x", "--bi_gradient", "straight_through"], "--suite adaptive"),
     (["--models", "a", "--output_dir", "/tmp/x", "--variant", "bi"], "--variant does not apply"),

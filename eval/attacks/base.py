@@ -7,6 +7,9 @@ from typing import Callable
 
 from dim_tf.eval.threat import EvalError, ThreatModel
 
+# How a refused parameter value is described, by the type of the parameter's default.
+_KIND_WORDS = {bool: "true or false", int: "an integer", float: "a number"}
+
 # Kinds of attack:
 #   "bounded": fn(model_fn, x, y, eps, norm, params, restart) -> x_adv with ||x_adv - x|| <= eps, run once per eps.
 #   "minimal": fn(model_fn, x, y, None, norm, params, restart) -> the smallest adversarial it found (x where none),
@@ -72,8 +75,9 @@ class Attack:
                 elif isinstance(default, float):
                     value = float(value)
             except (TypeError, ValueError):
-                raise EvalError(f"attack {self.name!r}: parameter {key}={value!r} must be a "
-                                f"{type(default).__name__}{''.join(f' or {w!r}' for w in words)}") from None
+                kind = _KIND_WORDS[type(default)]
+                raise EvalError(f"attack {self.name!r}: parameter {key}={value!r} must be {kind}"
+                                f"{''.join(f' or {w!r}' for w in words)}") from None
             params[key] = value
         if self.check is not None:
             self.check(params)
